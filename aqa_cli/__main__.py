@@ -1,0 +1,3 @@
+from aqa_cli.cli import main
+
+main()

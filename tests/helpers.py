@@ -1,0 +1,87 @@
+"""Test fixtures made of real bytes: videos and images encoded here with PyAV.
+
+Frame numbers are written into the pixels as 10 wide black/white bars (binary, most significant bit
+first), so that after lossy encoding, resizing and decoding a test can read back exactly which source
+frame a stored frame came from.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+NUMBER_BITS = 12
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_VIDEOS = SHARED / "data" / "videos"
+SHARED_MTL_AQA = SHARED / "data" / "mtl-aqa"
+
+
+def number_frame(n: int, width: int = 176, height: int = 128) -> np.ndarray:
+    """An RGB frame (H, W, 3) whose vertical bars spell `n` in binary."""
+    bits = [(n >> (NUMBER_BITS - 1 - b)) & 1 for b in range(NUMBER_BITS)]
+    columns = np.repeat(np.array(bits, dtype=np.uint8) * 255, int(np.ceil(width / NUMBER_BITS)))[:width]
+    return np.broadcast_to(columns[None, :, None], (height, width, 3)).copy()
+
+
+def read_number(frame: np.ndarray) -> int:
+    """Inverse of `number_frame` for a decoded (and possibly resized) frame."""
+    height, width = frame.shape[:2]
+    gray = frame[height // 4 : 3 * height // 4].mean(axis=(0, 2))
+    n = 0
+    for b in range(NUMBER_BITS):
+        lo = int(b * width / NUMBER_BITS)
+        hi = int((b + 1) * width / NUMBER_BITS)
+        centre = gray[lo + (hi - lo) // 4 : hi - (hi - lo) // 4]
+        n = (n << 1) | int(centre.mean() > 127)
+    return n
+
+
+def write_video(
+    path: Path,
+    frames: np.ndarray | list[np.ndarray],
+    codec: str = "mpeg4",
+    fps: int = 25,
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode RGB frames (T, H, W, 3) into `path` with PyAV; the container follows the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = list(frames)
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if options:
+            stream.options = options
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_number_video(path: Path, first: int, count: int, **kwargs) -> Path:
+    """A video whose i-th frame (0-based) shows the number first + i."""
+    return write_video(path, [number_frame(first + i) for i in range(count)], **kwargs)
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    """Write one RGB image (JPEG or PNG by suffix) through PyAV's encoders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = "png" if path.suffix.lower() == ".png" else "mjpeg"
+    pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
+    height, width = rgb.shape[:2]
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream(codec, rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
