@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,6 +24,37 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="Inspect pretrained backbone weight files.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("inspect")
+def weights_inspect(
+    path: Annotated[Path, typer.Argument(help="A Hara et al., IG-65M or torchvision .pth checkpoint.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show what a checkpoint holds: family, depth, conv type, classes, parameters, normalization."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from aqa_cli.models import inspect_weights
+
+    summary = inspect_weights(path)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    norm = summary["normalization"]
+    rows = {
+        **summary,
+        "parameters": f"{summary['parameters']:,}",
+        "normalization": f"{norm['name']}: mean {norm['mean']}, std {norm['std']}",
+        "key_prefix": summary["key_prefix"] or "none",
+    }
+    table = Table(title=str(path), show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
 
 _state = {"debug": False}
 
@@ -47,32 +78,35 @@ def _root(
 @app.command()
 def preprocess(
     source: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Argument(
             help="A CSV manifest, an MTL-AQA root (annotation pickles + videos or frame folders), "
             "or a folder of unlabeled videos. Default: look for an MTL-AQA layout under data/."
         ),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Store to write (default: data/<source>.h5).")
+        Path | None, typer.Option("--out", "-o", help="Store to write (default: data/<source>.h5).")
     ] = None,
     frames: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
-            help="Frames kept per sample (default 103 for MTL-AQA, else 103). Longer or shorter clips "
-            "are resampled to this many frames by --fit."
+            help="Frames kept per sample (default 103: MTL-AQA's window, enough for the 96-frame training "
+            "window to end at any of the last 6 frames). Clips of another length are fitted by --fit; "
+            "MTL-AQA dives always take the frames ending at the dive's end_frame."
         ),
     ] = None,
     fit: Annotated[
         str,
-        typer.Option(help="How a clip of another length becomes --frames frames: 'uniform' (evenly spaced "
-                     "indices over the whole clip, repeating frames of short clips) or 'tail' (the last "
-                     "--frames frames; short clips repeat their first frame)."),
+        typer.Option(
+            help="How a clip of another length becomes --frames frames: 'uniform' (evenly spaced "
+            "indices over the whole clip, repeating frames of short clips) or 'tail' (the last "
+            "--frames frames; short clips repeat their first frame)."
+        ),
     ] = "uniform",
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: CPU count).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: CPU count).")] = None,
     compression: Annotated[str, typer.Option(help="Frame compression: lzf, gzip or none.")] = "lzf",
     shard: Annotated[
-        Optional[str], typer.Option(help="K/N: process only every N-th sample starting at K (0-based).")
+        str | None, typer.Option(help="K/N: process only every N-th sample starting at K (0-based).")
     ] = None,
 ) -> None:
     """Decode videos into a 171x128 uint8 HDF5 store (resumable: rerun to continue)."""
@@ -90,8 +124,8 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Summarize a store: samples per split, score and difficulty ranges, frames, size on disk."""
-    from aqa_cli.store import summarize
     from aqa_cli.report import print_summary
+    from aqa_cli.store import summarize
 
     print_summary(summarize(store), as_json=json_out)
 
@@ -102,9 +136,8 @@ def merge(
     out: Annotated[Path, typer.Option("--out", "-o", help="The merged store to write.")],
 ) -> None:
     """Join shard stores into one store through HDF5 virtual datasets (no frame data is copied)."""
-    from aqa_cli.store import merge_stores
     from aqa_cli.report import print_summary
-    from aqa_cli.store import summarize
+    from aqa_cli.store import merge_stores, summarize
 
     merge_stores(shards, out)
     print_summary(summarize(out), as_json=False)
@@ -122,6 +155,166 @@ def synth(
 
     manifest = write_synthetic_dataset(out_dir, n_videos=videos, n_frames=frames, seed=seed)
     typer.echo(f"wrote {videos} videos and {manifest}")
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file of settings (a run's config.toml repeats it).")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Video store to train on. (default: data/mtl_aqa.h5)")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory. (default: runs/<model>-<time>)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    depth: Annotated[
+        int | None, typer.Option(help="ResNet depth: 10, 18, 34, 50, 101 (152, 200). (default: 34)")
+    ] = None,
+    conv: Annotated[str | None, typer.Option(help="3d or 2plus1d. (default: 2plus1d)")] = None,
+    clip: Annotated[
+        int | None, typer.Option(help="Frames per clip: 8, 16 or 32 (12, 6, 3 clips). (default: 32)")
+    ] = None,
+    agg: Annotated[
+        str | None, typer.Option(help="Clip aggregation: wd (Weight-Decider) or avg. (default: wd)")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Pretrained backbone file (Hara, IG-65M, torchvision).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Backbone variant without --weights: hara, ig65m, torchvision.")
+    ] = None,
+    normalization: Annotated[
+        str | None, typer.Option(help="Override input normalization: hara, ig65m, torchvision, imagenet.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="(default: 50)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="(default: 2)")] = None,
+    accumulate: Annotated[int | None, typer.Option(help="Gradient accumulation steps. (default: 1)")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of new modules (and a random backbone). (default: 1e-4)"),
+    ] = None,
+    backbone_lr: Annotated[
+        float | None, typer.Option(help="Learning rate of a pretrained backbone. (default: 1e-5)")
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="l1+l2, l1 or l2 on the final score. (default: l1+l2)")
+    ] = None,
+    frames: Annotated[
+        int | None, typer.Option(help="Frames per video seen by the model. (default: 96)")
+    ] = None,
+    jitter: Annotated[
+        int | None, typer.Option(help="Training windows end at one of the last N stored frames. (default: 6)")
+    ] = None,
+    crop: Annotated[
+        int | None, typer.Option(help="Square crop of the 171x128 frames. (default: 112)")
+    ] = None,
+    flip: Annotated[
+        bool | None, typer.Option("--flip/--no-flip", help="Random horizontal flips. (default: flip)")
+    ] = None,
+    wd_dropout: Annotated[
+        float | None, typer.Option(help="Dropout inside the Weight-Decider. (default: 0.1)")
+    ] = None,
+    use_difficulty: Annotated[
+        bool | None,
+        typer.Option("--use-difficulty/--no-difficulty", help="Multiply by difficulty. (default: use)"),
+    ] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Hold out this part of train to choose the best epoch. (default: 0)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="(default: 0)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ... (default: auto)")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16, fp16 (autocast on CUDA). (default: auto)")
+    ] = None,
+    channels_last: Annotated[
+        str | None, typer.Option(help="auto, on, off (channels-last 3D). (default: auto)")
+    ] = None,
+    grad_checkpoint: Annotated[
+        bool | None,
+        typer.Option(
+            "--grad-checkpoint/--no-grad-checkpoint", help="Recompute activations to save GPU memory."
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Data loader processes. (default: 2)")] = None,
+    test_curve: Annotated[
+        bool | None,
+        typer.Option(
+            "--test-curve/--no-test-curve",
+            help="Evaluate test each epoch for the curves (never for selection). (default: on)",
+        ),
+    ] = None,
+) -> None:
+    """Fine-tune backbone, FC layers, Weight-Decider and regressor end to end (torchrun for many GPUs)."""
+    overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
+    from aqa_cli.config import resolve_config
+    from aqa_cli.report import print_training_summary
+    from aqa_cli.train import train as run_training
+
+    if resume and config is None and out is not None and (Path(out) / "config.toml").is_file():
+        config = Path(out) / "config.toml"
+    result = run_training(resolve_config(config, overrides), resume=resume)
+    print_training_summary(result)
+
+
+@app.command(name="eval")
+def evaluate(
+    run: Annotated[Path | None, typer.Option(help="Run directory. (default: the latest under runs/)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file (instead of --run).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Store to evaluate on. (default: the training store)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Videos per forward pass.")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Spearman rho, R-l2 and MAE on a split, next to the difficulty-only baseline; writes predictions."""
+    from aqa_cli.evaluate import evaluate_checkpoint
+    from aqa_cli.report import print_evaluation
+
+    print_evaluation(evaluate_checkpoint(run, checkpoint, store, split, device, batch_size), as_json=json_out)
+
+
+@app.command(
+    help="Predict the quality and final score of dives from raw videos, with each clip's weight.\n\n"
+    "A video is decoded exactly as `aqa preprocess` stores it for the model's training store: T frames "
+    "(103 for MTL-AQA) at the centres of T equal bins over the whole video (fit 'uniform': a longer video "
+    "is subsampled evenly, a shorter one repeats frames evenly), or its last T frames (fit 'tail'). "
+    "The model sees the last 96 of them (its window), centre-cropped, as in `aqa eval`, cut into clips. "
+    "Exits 1 if any video could not be read; the others are still scored."
+)
+def score(
+    videos: Annotated[
+        list[Path], typer.Argument(help="Videos in any format FFmpeg reads, or folders of frame images.")
+    ],
+    difficulty: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Degree of difficulty: once for all videos, or once per video in order. "
+            "Without it the score is the predicted quality."
+        ),
+    ] = None,
+    run: Annotated[Path | None, typer.Option(help="Run directory (default: the latest under runs/).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file (instead of --run).")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list, one object per video, and nothing else.")
+    ] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw each clip's middle frame with its weight to this PNG; with several videos, "
+            "to PNG_stem-<video stem>.png each."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    from aqa_cli.report import print_scores
+    from aqa_cli.score import score_videos
+
+    results = score_videos(videos, difficulty or [], run, checkpoint, device, explain)
+    print_scores(results, as_json=json_out)
+    if any("error" in result for result in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

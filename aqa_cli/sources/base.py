@@ -10,7 +10,9 @@ SPLITS = ("train", "val", "test", "unlabeled")
 # How a sample's frames are found on disk.
 VIDEO = "video"  # a video file PyAV opens (mp4, avi, mkv, webm, mov, gif, ...)
 IMAGES_SORTED = "images-sorted"  # a folder of images; frame i (0-based) is the i-th file in sorted order
-IMAGES_NUMBERED = "images-numbered"  # a folder of images named by 1-based frame number: frame i is f"{i+1}.jpg"
+IMAGES_NUMBERED = (
+    "images-numbered"  # a folder of images named by 1-based frame number: frame i is f"{i+1}.jpg"
+)
 
 
 @dataclass
@@ -33,3 +35,13 @@ class Sample:
     split: str = "unlabeled"
     fit: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SourceScan:
+    """What an adapter found: the samples to store, and those it could not (id, one-line reason)."""
+
+    kind: str  # "mtl-aqa" | "manifest" | "folder"
+    description: str  # one line for the store's attributes and the report, e.g. "MTL-AQA at /data/mtl"
+    samples: list[Sample]
+    problems: list[tuple[str, str]] = field(default_factory=list)

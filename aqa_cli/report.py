@@ -1,0 +1,251 @@
+"""What commands print: rich progress bars and tables on the terminal, or JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console()
+status_console = Console(stderr=True)
+MAX_LISTED_FAILURES = 20
+
+
+@contextmanager
+def preprocess_progress(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar with videos/s; yields a function to call once per finished sample."""
+    progress = Progress(
+        TextColumn("[bold]preprocess"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} clips/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=status_console,
+        transient=False,
+    )
+    task = progress.add_task("preprocess", total=total, rate="-", last="")
+    with progress:
+
+        def advance(sample_id: str) -> None:
+            progress.advance(task)
+            elapsed = progress.tasks[task].elapsed or 0.0
+            done = progress.tasks[task].completed
+            progress.update(task, rate=f"{done / elapsed:.1f}" if elapsed else "-", last=sample_id[-30:])
+
+        yield advance
+
+
+def print_preprocess_report(report, stored_total: int) -> None:
+    table = Table(title=f"{report.out}", show_header=True)
+    table.add_column("outcome")
+    table.add_column("clips", justify="right")
+    table.add_row("stored now", str(report.stored))
+    table.add_row("already stored (skipped)", str(report.kept))
+    table.add_row("failed", str(len(report.failed)), style="red" if report.failed else None)
+    table.add_row("in the store", str(stored_total), style="bold")
+    console.print(table)
+    if report.frames_lost:
+        console.print(
+            f"{report.frames_lost} corrupt packets were skipped while decoding (see frames_lost per sample)"
+        )
+    for sample_id, reason in report.failed[:MAX_LISTED_FAILURES]:
+        console.print(f"[red]failed[/red] {sample_id}: {reason}", markup=True, highlight=False)
+    if len(report.failed) > MAX_LISTED_FAILURES:
+        console.print(
+            f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (all listed by `aqa info --json`)"
+        )
+    console.print(f"done in {report.seconds:.1f} s")
+
+
+def print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{summary['path']}  ({_size(summary['size_bytes'])})")
+    for column in (
+        "split",
+        "clips",
+        "score min",
+        "score max",
+        "score mean",
+        "difficulty min",
+        "difficulty max",
+    ):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    rows = [*summary["splits"].items(), ("all", {**summary["all"], "samples": summary["samples"]})]
+    for split, info in rows:
+        score, difficulty = info["score"] or {}, info["difficulty"] or {}
+        table.add_row(
+            split,
+            str(info["samples"]),
+            *(_number(score.get(k)) for k in ("min", "max", "mean")),
+            *(_number(difficulty.get(k)) for k in ("min", "max")),
+            style="bold" if split == "all" else None,
+        )
+    console.print(table)
+    width, height = summary["frame_size"]
+    console.print(
+        f"{summary['frames_per_sample']} frames of {width}x{height} per clip (fit: {summary['fit']}), "
+        f"compression {summary['compression']}, store format {summary['format_version']} "
+        f"written by aqa {summary['tool_version']} on {summary['created']}"
+    )
+    console.print(f"source: {summary['source']}", highlight=False)
+    if summary["failed"] or summary["frames_lost"]:
+        console.print(f"{summary['failed']} clips failed, {summary['frames_lost']} corrupt packets skipped")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class TrainingProgress:
+    """One bar per epoch: steps, running loss and samples/s; a line of metrics when an epoch ends."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.samples = 0
+        self.started = 0.0
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int):
+        import time
+
+        self.samples, self.started = 0, time.perf_counter()
+        if self.progress is None:
+            return None
+        return self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss="-", rate="-")
+
+    def step(self, task, loss: float, samples: int) -> None:
+        import time
+
+        self.samples += samples
+        if self.progress is not None:
+            rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(task, advance=1, loss=f"{loss:.3f}", rate=f"{rate:.2f}")
+
+    def end_epoch(self, task, row: dict) -> None:
+        if self.progress is None:
+            return
+        parts = [f"epoch {row['epoch']}", f"train loss {row['train_loss']:.3f}"]
+        for split in ("val", "test"):
+            if f"{split}_rho" in row:
+                parts.append(f"{split} rho {row[f'{split}_rho']:.4f} R-l2 {row[f'{split}_r_l2']:.3f}")
+        parts.append(f"{row['seconds']:.1f} s")
+        self.progress.console.print(" | ".join(parts), highlight=False)
+
+
+@contextmanager
+def training_progress(console_override=None, enabled: bool = True) -> Iterator[TrainingProgress]:
+    if not enabled:
+        yield TrainingProgress(None)
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} samples/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console_override or status_console,
+    )
+    with progress:
+        yield TrainingProgress(progress)
+
+
+def print_training_summary(result) -> None:
+    if not result.metrics:
+        return
+    last = result.metrics[-1]
+    console.print(f"run: {result.run_dir}", highlight=False)
+    if result.best_epoch is not None:
+        console.print(
+            f"best epoch on validation: {result.best_epoch} (saved as best.pt; last.pt is the final epoch)"
+        )
+    else:
+        console.print(
+            "no validation split: the final epoch (last.pt) is the model; use --val-fraction to select"
+        )
+    if "test_rho" in last:
+        console.print(
+            f"final epoch test rho {last['test_rho']:.4f} (reported, never used to choose anything)"
+        )
+    console.print(f"evaluate with: aqa eval --run {result.run_dir}", highlight=False)
+
+
+def print_evaluation(result: dict, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{result['split']} split of {result['store']} ({result['samples']} videos)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("Spearman rho", f"{result['rho']:.4f}", style="bold")
+    table.add_row("R-l2 (x100)", f"{result['r_l2']:.4f}")
+    table.add_row("MAE", f"{result['mae']:.3f}")
+    table.add_row("difficulty-only baseline rho", f"{result['difficulty_baseline_rho']:.4f}")
+    console.print(table)
+    console.print(f"checkpoint {result['checkpoint']} (epoch {result['epoch']})", highlight=False)
+    console.print(f"predictions: {result['predictions']}", highlight=False)
+    if result["plot"]:
+        console.print(f"scatter plot: {result['plot']}", highlight=False)
+
+
+def print_scores(results: list[dict], as_json: bool) -> None:
+    """`aqa score`: a table of quality, difficulty, score and clip weights per video, then failures."""
+    from rich.text import Text
+
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"scores by {results[0]['checkpoint']}" if results else "scores")
+    table.add_column("video", overflow="fold")
+    for column in ("quality", "difficulty", "score"):
+        table.add_column(column, justify="right")
+    table.add_column("clip weights")
+    scored = [result for result in results if "error" not in result]
+    for result in results:
+        if "error" in result:
+            table.add_row(Text(result["path"]), "-", "-", Text("failed", style="red"), "")
+            continue
+        difficulty = result["difficulty"]
+        table.add_row(
+            Text(result["path"]),
+            f"{result['quality']:.2f}",
+            "-" if difficulty is None else f"{difficulty:g}",
+            f"{result['score']:.2f}",
+            " ".join(f"{clip['weight']:.2f}" for clip in result["clips"]),
+        )
+    console.print(table)
+    if scored:
+        console.print("clip weights: one per clip of the model's window, in time order (they sum to 1)")
+    for rule in sorted({result["score_rule"] for result in scored}):
+        console.print(f"score = {rule}", highlight=False)
+    if any(result["weights"] == "uniform" for result in scored):
+        console.print("clip weights are uniform: the model averages its clips (--agg avg)")
+    for result in scored:
+        if "explanation" in result:
+            console.print(f"clip weights drawn in {result['explanation']}", highlight=False)
+    for result in results:
+        if "error" in result:
+            console.print(Text(f"failed: {result['error']}", style="red"))  # the error names the file
