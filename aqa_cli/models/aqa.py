@@ -1,0 +1,218 @@
+"""The AQA model of the paper (section III): clip features -> FC layers -> aggregation -> score.
+
+A video of L frames is cut into K = L / clip_len contiguous clips; all clips go through the backbone as
+one batch. Each clip's pooled features pass FC layers with ReLU down to 128 values, the K clip vectors
+are aggregated by averaging (`avg`) or by the Weight-Decider (`wd`, eq. 1-3), and `Linear(128, 1)`
+predicts the quality, multiplied by the dive's difficulty when it has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from aqa_cli.errors import AqaError
+from aqa_cli.models.backbones import build_backbone
+from aqa_cli.models.weights import Normalization, feature_dim
+
+CLIP_FEATURE_DIM = 128
+WEIGHT_DECIDER_WIDTHS = (128, 64, 32, 64, 128)
+AGGREGATIONS = ("avg", "wd")
+WD_DROPOUT = 0.1
+"""Dropout after each hidden ReLU of the Weight-Decider, as in the authors' code."""
+
+
+def mlp(widths: Sequence[int], *, relu_after_last: bool, dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers through `widths`, each followed by ReLU (and dropout if > 0), the last one optionally."""
+    layers: list[nn.Module] = []
+    for index, (width_in, width_out) in enumerate(pairwise(widths)):
+        layers.append(nn.Linear(width_in, width_out))
+        if relu_after_last or index < len(widths) - 2:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def clip_layer_widths(feature_dim: int) -> tuple[int, ...]:
+    """The paper's per-clip FC widths: 512->256->128 for BasicBlock nets, 2048->512->256->128 for Bottleneck
+    nets; other widths (cached features) take the first path up to 512, the second above."""
+    hidden = (512, 256) if feature_dim > 512 else (256,)
+    return (feature_dim, *hidden, CLIP_FEATURE_DIM)
+
+
+class AverageAggregation(nn.Module):
+    """The mean of the clip vectors (over the real clips only when a mask is given)."""
+
+    def forward(self, clips: Tensor, mask: Tensor | None = None) -> tuple[Tensor, None]:
+        if mask is None:
+            return clips.mean(dim=1), None
+        weights = mask.to(clips.dtype).unsqueeze(-1)
+        return (clips * weights).sum(dim=1) / weights.sum(dim=1), None
+
+
+class WeightDecider(nn.Module):
+    """The Weight-Decider: an MLP proposes a weight per clip and channel; a softmax across the clips, for
+    each channel separately, makes them sum to 1; the video vector is the weighted sum (eq. 1-3).
+
+    Masked clips (mask False) get weight 0. Note that the weights of a clip depend on that clip alone, so
+    like averaging the result does not depend on the order of the clips.
+    """
+
+    def __init__(self, dropout: float = WD_DROPOUT) -> None:
+        super().__init__()
+        self.mlp = mlp(WEIGHT_DECIDER_WIDTHS, relu_after_last=False, dropout=dropout)
+
+    def forward(self, clips: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logits = self.mlp(clips)
+        if mask is not None:
+            logits = logits.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        weights = logits.softmax(dim=1)
+        return (clips * weights).sum(dim=1), weights
+
+
+class AQAOutput(NamedTuple):
+    score: Tensor
+    """(N,) quality times difficulty where the sample has one, else the quality."""
+    quality: Tensor
+    """(N,) the regressor's output."""
+    clip_weights: Tensor | None
+    """(N, K, 128) Weight-Decider weights (each channel sums to 1 over clips); None for `avg`."""
+
+
+class AQAHead(nn.Module):
+    """Everything after the backbone, usable on cached clip features (N, K, D) of any width D."""
+
+    def __init__(
+        self, feature_dim: int, agg: str = "wd", wd_dropout: float = WD_DROPOUT, use_difficulty: bool = True
+    ) -> None:
+        super().__init__()
+        if agg not in AGGREGATIONS:
+            raise AqaError(f"unknown aggregation {agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+        self.feature_dim = feature_dim
+        self.use_difficulty = use_difficulty
+        self.clip_layers = mlp(clip_layer_widths(feature_dim), relu_after_last=True)
+        self.aggregation = WeightDecider(wd_dropout) if agg == "wd" else AverageAggregation()
+        self.regressor = nn.Linear(CLIP_FEATURE_DIM, 1)
+
+    def forward(
+        self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+    ) -> AQAOutput:
+        """features (N, K, D); difficulty (N,), NaN where unknown; mask (N, K) bool, True for real clips."""
+        clips = self.clip_layers(features)
+        if mask is not None:  # padded slots may hold anything, even NaN
+            clips = clips.masked_fill(~mask.unsqueeze(-1), 0.0)
+        video, clip_weights = self.aggregation(clips, mask)
+        quality = self.regressor(video).squeeze(-1)
+        score = quality
+        if self.use_difficulty and difficulty is not None:
+            score = quality * torch.nan_to_num(difficulty.to(quality.dtype), nan=1.0)
+        return AQAOutput(score, quality, clip_weights)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Everything needed to rebuild an `AQAModel` (plain JSON types, stored in training checkpoints).
+
+    family, normalization and feature_dim may be left None: `build_model` fills them in from the
+    backbone (the weights file or the default family) in the model's `config`.
+    """
+
+    depth: int = 34
+    conv: str = "3d"
+    family: str | None = None
+    clip_len: int = 16
+    agg: str = "wd"
+    wd_dropout: float = WD_DROPOUT
+    use_difficulty: bool = True
+    normalization: dict[str, Any] | None = None
+    feature_dim: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AqaError(
+                f"model config has unknown fields {', '.join(unknown)}; it was written by another version "
+                "of aqa, so use that version or retrain"
+            )
+        return cls(**data)
+
+
+class AQAModel(nn.Module):
+    """Backbone over all clips of a video at once, then the `AQAHead`."""
+
+    def __init__(self, backbone: nn.Module, head: AQAHead, clip_len: int, config: ModelConfig | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.clip_len = clip_len
+        self.config = config
+
+    def clip_features(self, video: Tensor) -> Tensor:
+        """Backbone features (N, K, D) of the K contiguous clips of a normalized video (N, 3, L, H, W)."""
+        batch, channels, frames, height, width = video.shape
+        if frames % self.clip_len:
+            raise AqaError(
+                f"a video of {frames} frames does not split into clips of {self.clip_len} frames; "
+                f"choose a clip length that divides {frames} (8, 16 or 32 for 96 frames)"
+            )
+        clips = frames // self.clip_len
+        batched = (
+            video.reshape(batch, channels, clips, self.clip_len, height, width)
+            .transpose(1, 2)
+            .reshape(batch * clips, channels, self.clip_len, height, width)
+        )
+        return self.backbone(batched).reshape(batch, clips, -1)
+
+    def forward(
+        self, video: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+    ) -> AQAOutput:
+        return self.head(self.clip_features(video), difficulty, mask)
+
+
+def build_head(config: ModelConfig) -> AQAHead:
+    """The head alone, e.g. for cached features; its width is `config.feature_dim`, else the depth's."""
+    width = config.feature_dim or feature_dim(config.depth)
+    return AQAHead(width, config.agg, config.wd_dropout, config.use_difficulty)
+
+
+def build_model(
+    config: ModelConfig, weights: str | Path | None = None, *, grad_checkpoint: bool = False
+) -> AQAModel:
+    """Build the model a config describes, the backbone loaded from a public checkpoint file if given.
+
+    The returned model's `config` has family, normalization and feature_dim resolved, so saving it with
+    the state dict is enough to rebuild the model later.
+    """
+    normalization = Normalization.from_dict(config.normalization) if config.normalization else None
+    backbone = build_backbone(
+        config.depth,
+        config.conv,
+        weights,
+        family=config.family,
+        normalization=normalization,
+        grad_checkpoint=grad_checkpoint,
+    )
+    if config.feature_dim not in (None, backbone.feature_dim):
+        raise AqaError(
+            f"model config says features of width {config.feature_dim}, but a ResNet-{config.depth} gives "
+            f"{backbone.feature_dim}; fix the config or leave feature_dim unset"
+        )
+    resolved = dataclasses.replace(
+        config,
+        family=backbone.family,
+        normalization=backbone.normalization.to_dict(),
+        feature_dim=backbone.feature_dim,
+    )
+    return AQAModel(backbone, build_head(resolved), config.clip_len, resolved)
