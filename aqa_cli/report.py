@@ -151,7 +151,7 @@ class TrainingProgress:
             if f"{split}_rho" in row:
                 parts.append(f"{split} rho {row[f'{split}_rho']:.4f} R-l2 {row[f'{split}_r_l2']:.3f}")
         parts.append(f"{row['seconds']:.1f} s")
-        self.progress.console.print(" | ".join(parts), highlight=False)
+        self.progress.console.print(" | ".join(parts), highlight=False, soft_wrap=True)
 
 
 @contextmanager

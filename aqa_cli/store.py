@@ -14,9 +14,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -143,18 +145,26 @@ class PartialWork:
         return done
 
     def write(self, sample: StoredSample) -> None:
-        """Write one sample to its own file under a temporary name, fsync, then rename into place."""
+        """Build the sample's HDF5 file in memory, then write, fsync and rename it into place.
+
+        HDF5 never writes to the disk itself here, so a full disk is a plain OSError on one write call
+        instead of a half-written HDF5 file and h5py errors at close.
+        """
+        image = io.BytesIO()
+        with h5py.File(image, "w") as f:
+            f.create_dataset(
+                "frames", data=sample.frames, chunks=sample.frames.shape, **self.config.filters()
+            )
+            f.create_dataset("frame_index", data=sample.frame_index)
+            for name, value in sample.columns().items():
+                f.attrs[name] = value
         final = self.dir / _segment_name(sample.id)
         temp = final.with_suffix(".tmp")
         try:
-            with h5py.File(temp, "w") as f:
-                f.create_dataset(
-                    "frames", data=sample.frames, chunks=sample.frames.shape, **self.config.filters()
-                )
-                f.create_dataset("frame_index", data=sample.frame_index)
-                for name, value in sample.columns().items():
-                    f.attrs[name] = value
-            _fsync_file(temp)
+            with open(temp, "wb") as out:
+                out.write(image.getbuffer())
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(temp, final)
         except OSError as exc:
             temp.unlink(missing_ok=True)
@@ -235,8 +245,9 @@ def assemble_store(
     """
     temp = Path(str(out) + ".tmp")
     n = len(rows)
+    _check_free_space(out, rows)
     try:
-        with h5py.File(temp, "w", libver=("v110", "latest")) as dst:
+        with _h5py_close_errors_quiet(), h5py.File(temp, "w", libver=("v110", "latest")) as dst:
             _write_root_attributes(dst, config, attributes)
             frames = dst.create_dataset(
                 "frames",
@@ -271,6 +282,31 @@ def assemble_store(
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise _disk_error(exc, out) from exc
+
+
+def _check_free_space(out: Path, rows: list[tuple[str, Path, int]]) -> None:
+    """Refuse to start assembling when the compressed chunks to copy cannot fit next to the store."""
+    needed = sum(path.stat().st_size for path in {path for _, path, row in rows if row < 0})
+    if out.exists():
+        needed += out.stat().st_size
+    free = shutil.disk_usage(out.parent).free
+    if needed > free:
+        raise AqaError(
+            f"disk full: assembling {out} needs about {needed / 2**20:.0f} MiB and {out.parent} has "
+            f"{free / 2**20:.0f} MiB free; free some space and rerun to resume (finished samples are kept)"
+        )
+
+
+@contextmanager
+def _h5py_close_errors_quiet() -> Iterator[None]:
+    """After a failed write, h5py reports close errors as 'Exception ignored' tracebacks on stderr; the
+    OSError that caused them is reported instead, as one line."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _write_root_attributes(dst: h5py.File, config: StoreConfig, attributes: StoreAttributes) -> None:

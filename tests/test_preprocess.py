@@ -257,3 +257,42 @@ def test_bad_arguments_give_one_clear_line(tmp_path: Path, aqa, args: list[str],
     result = aqa(*[a.format(videos=videos) for a in args], cwd=tmp_path, check=2)
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path):
+    """A 1 MiB tmpfs the test can fill up (needs root; skipped elsewhere)."""
+    mount_point = tmp_path / "smallfs"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_is_one_clear_error_and_the_old_store_survives(
+    tmp_path: Path, small_filesystem: Path, aqa
+) -> None:
+    videos = tmp_path / "videos"
+    write_number_video(videos / "a.mp4", 0, 12)
+    out = small_filesystem / "store.h5"
+    aqa("preprocess", videos, "--out", out, "--frames", "4", "--compression", "none", check=0)
+    before = store_content(out)
+    for i in range(8):  # 8 more clips of 4 raw frames: about 2 MB, more than fits
+        write_number_video(videos / f"more{i}.mp4", 100 * i, 24)
+    result = aqa("preprocess", videos, "--out", out, "--frames", "4", "--compression", "none", check=2)
+    assert "disk full" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()[-1:]) == 1
+    after = store_content(out)
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, after[key])
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_filesystem)], check=True)
+    aqa("preprocess", videos, "--out", out, "--frames", "4", "--compression", "none", check=0)
+    with VideoStore(out) as store:
+        assert len(store) == 9

@@ -1,0 +1,141 @@
+"""Torch datasets over a video store: the paper's 96-frame windows, flips and crops, as uint8 tensors.
+
+Frames stay uint8 until they reach the model's device, where `Normalization.apply` turns them into
+the floats the backbone's weights expect: a quarter of the bytes through the loader and the copy.
+
+Randomness (window end, crop, flip) comes from a generator seeded by (seed, epoch, sample), so an epoch
+is the same whatever the number of loader workers or processes, and a resumed run repeats it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from aqa_cli.errors import AqaError
+from aqa_cli.store import VideoStore
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How a stored sample becomes the model's input."""
+
+    frames: int = 96  # frames the model sees
+    jitter: int = 6  # training windows end at a random one of the last `jitter` stored frames
+    crop: int = 112  # square crop; random in training, centred in evaluation
+    flip: bool = True  # random horizontal flip in training
+
+
+def check_window(
+    window: WindowConfig, stored_frames: int, height: int, width: int, store_path
+) -> WindowConfig:
+    """The window that fits the store, or a clear error; shrinks `jitter` to what the store allows."""
+    if stored_frames < window.frames:
+        raise AqaError(
+            f"{store_path} keeps {stored_frames} frames per sample but the model needs {window.frames}: "
+            f"preprocess again with --frames {window.frames + window.jitter - 1} or train with --frames "
+            f"{stored_frames}"
+        )
+    if window.crop > min(height, width):
+        raise AqaError(f"--crop {window.crop} is larger than the stored {width}x{height} frames")
+    jitter = min(window.jitter, stored_frames - window.frames + 1)
+    return WindowConfig(window.frames, max(jitter, 1), window.crop, window.flip)
+
+
+class StoreClips(Dataset):
+    """Rows of a store as dicts: `video` uint8 (3, frames, crop, crop), `score`, `difficulty`, `row`.
+
+    The HDF5 file is opened lazily in each process (h5py handles must not cross a fork).
+    """
+
+    def __init__(self, store_path, rows: Sequence[int], window: WindowConfig, train: bool, seed: int = 0):
+        self.store_path = store_path
+        self.rows = list(rows)
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        with VideoStore(store_path) as store:
+            config = store.config
+            self.scores = store.column("score").astype(np.float32)
+            self.difficulties = store.column("difficulty").astype(np.float32)
+        self.window = check_window(window, config.frames, config.height, config.width, store_path)
+        self._store: VideoStore | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        if self._store is None:
+            self._store = VideoStore(self.store_path)
+        frames = self._store.frames(row)
+        rng = np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
+        video = select_window(frames, self.window, rng)
+        return {
+            "video": torch.from_numpy(video),
+            "score": torch.tensor(self.scores[row]),
+            "difficulty": torch.tensor(self.difficulties[row]),
+            "row": row,
+        }
+
+
+def select_window(frames: np.ndarray, window: WindowConfig, rng: np.random.Generator | None) -> np.ndarray:
+    """(T, H, W, 3) stored frames -> (3, frames, crop, crop) uint8 model input.
+
+    Evaluation (`rng` None): the last `frames` frames, centre crop. Training: the window ends at a random
+    one of the last `jitter` frames, with a random crop and a random horizontal flip.
+    """
+    stored, height, width, _ = frames.shape
+    w = window
+    if rng is None:
+        end, top, left, flip = stored, (height - w.crop) // 2, (width - w.crop) // 2, False
+    else:
+        end = stored - int(rng.integers(w.jitter))
+        top = int(rng.integers(height - w.crop + 1))
+        left = int(rng.integers(width - w.crop + 1))
+        flip = w.flip and bool(rng.integers(2))
+    clip = frames[end - w.frames : end, top : top + w.crop, left : left + w.crop]
+    if flip:
+        clip = clip[:, :, ::-1]
+    return np.ascontiguousarray(clip.transpose(3, 0, 1, 2))
+
+
+def split_rows(store_path, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Rows per split: train, val (the store's val split plus `val_fraction` of train held out) and test."""
+    with VideoStore(store_path) as store:
+        splits = store.column("split")
+    rows = {name: np.flatnonzero(splits == name).tolist() for name in ("train", "val", "test")}
+    if val_fraction > 0:
+        if not 0 < val_fraction < 1:
+            raise AqaError(f"--val-fraction must be between 0 and 1 (got {val_fraction})")
+        shuffled = np.random.default_rng(seed).permutation(rows["train"]).tolist()
+        held = max(1, round(len(shuffled) * val_fraction))
+        rows["val"] = sorted(rows["val"] + shuffled[:held])
+        rows["train"] = sorted(shuffled[held:])
+    return rows
+
+
+class SeededShuffle(Sampler[int]):
+    """A new random order every epoch, fixed by (seed, epoch): resuming at an epoch repeats its order."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.size = len(dataset)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())

@@ -1,0 +1,99 @@
+"""PNG plots: training curves (like the paper's Fig. 4), prediction scatter, and per-clip explanations.
+
+Plots need matplotlib (`pip install 'aqa-cli[plots]'`, installed by `make setup`); without it the
+commands still run and say that the plot was skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aqa_cli.errors import AqaError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def plots_available() -> bool:
+    return _pyplot() is not None
+
+
+def _save(figure, path: Path) -> Path:
+    temp = path.with_suffix(".tmp.png")
+    figure.savefig(temp, dpi=110, bbox_inches="tight")
+    temp.replace(path)
+    return path
+
+
+def plot_training_curves(rows: list[dict], path: Path) -> Path | None:
+    """Train loss, and val/test Spearman rho per epoch."""
+    plt = _pyplot()
+    if plt is None or not rows:
+        return None
+    epochs = [row["epoch"] for row in rows]
+    figure, (loss_axis, rho_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    loss_axis.plot(epochs, [row["train_loss"] for row in rows], marker=".", label="train loss (L1 + L2)")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss")
+    loss_axis.set_yscale("log")
+    loss_axis.legend()
+    for split, style in (("val", "-"), ("test", "--")):
+        values = [row.get(f"{split}_rho", np.nan) for row in rows]
+        if np.isfinite(values).any():
+            rho_axis.plot(epochs, values, style, marker=".", label=f"{split} Spearman rho")
+    rho_axis.set_xlabel("epoch")
+    rho_axis.set_ylabel("Spearman rho")
+    rho_axis.grid(alpha=0.3)
+    if rho_axis.lines:
+        rho_axis.legend()
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+    return path
+
+
+def plot_scatter(true: np.ndarray, pred: np.ndarray, title: str, path: Path) -> Path | None:
+    """Predicted vs judges' scores with the identity line."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    figure, axis = plt.subplots(figsize=(4.8, 4.6))
+    axis.scatter(true, pred, s=14, alpha=0.7)
+    low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    axis.plot([low, high], [low, high], color="gray", linewidth=1)
+    axis.set_xlabel("judges' score")
+    axis.set_ylabel("predicted score")
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+    return path
+
+
+def plot_clip_explanation(frames: list[np.ndarray], weights: list[float], title: str, path: Path) -> Path:
+    """One frame per clip with that clip's weight under it (the mean Weight-Decider weight)."""
+    plt = _pyplot()
+    if plt is None:
+        raise AqaError("--explain needs matplotlib: pip install 'aqa-cli[plots]' (or matplotlib)")
+    figure, axes = plt.subplots(1, len(frames), figsize=(2.2 * len(frames), 2.4), squeeze=False)
+    top = max(weights)
+    for axis, frame, weight in zip(axes[0], frames, weights, strict=True):
+        axis.imshow(frame)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_xlabel(f"weight {weight:.3f}", fontweight="bold" if weight == top else "normal")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,263 @@
+"""`aqa train` / `aqa eval` end to end on tiny configurations: learning, resume, kill -9, DDP, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from aqa_cli.checkpoint import load_checkpoint
+
+TINY = [
+    "--depth",
+    "10",
+    "--conv",
+    "3d",
+    "--clip",
+    "8",
+    "--frames",
+    "16",
+    "--crop",
+    "64",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--lr",
+    "3e-3",
+    "--seed",
+    "0",
+]
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    """12 synthetic dives stored with 24 frames each (enough for 16-frame windows with jitter)."""
+    from conftest import run_aqa
+
+    root = tmp_path_factory.mktemp("small")
+    run_aqa("synth", root / "videos", "--videos", "12", "--seed", "3", check=0)
+    run_aqa(
+        "preprocess",
+        root / "videos" / "manifest.csv",
+        "--out",
+        root / "small.h5",
+        "--frames",
+        "24",
+        "--fit",
+        "tail",
+        check=0,
+    )
+    return root / "small.h5"
+
+
+def same_weights(a: Path, b: Path) -> None:
+    first, second = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+
+
+def metrics_without_time(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_training_writes_a_self_describing_run(small_store: Path, tmp_path: Path, aqa) -> None:
+    run = tmp_path / "run"
+    aqa(
+        "train",
+        "--store",
+        small_store,
+        "--out",
+        run,
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0.25",
+        *TINY,
+        check=0,
+    )
+    assert {p.name for p in run.iterdir()} >= {
+        "config.toml",
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "curves.png",
+    }
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(row["val_rho"] and row["test_rho"] and float(row["train_loss"]) > 0 for row in rows)
+    payload = load_checkpoint(run / "last.pt")
+    assert payload["model_config"]["depth"] == 10
+    assert payload["model_config"]["normalization"]["name"] == "hara"
+    assert payload["window"] == {"frames": 16, "jitter": 6, "crop": 64, "flip": True}
+    assert payload["store"]["frames"] == 24 and len(payload["store"]["labels_sha256"]) == 64
+    assert payload["epoch"] == 2 and "optimizer" in payload and "rng" in payload
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = tmp_path / "again"
+    aqa("train", "--config", run / "config.toml", "--out", again, check=0)
+    same_weights(run / "last.pt", again / "last.pt")
+
+
+def test_resume_after_kill_9_ends_like_an_uninterrupted_run(small_store: Path, tmp_path: Path, aqa) -> None:
+    reference = tmp_path / "reference"
+    aqa("train", "--store", small_store, "--out", reference, "--epochs", "3", *TINY, check=0)
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "aqa_cli",
+        "train",
+        "--store",
+        str(small_store),
+        "--out",
+        str(killed),
+        "--epochs",
+        "3",
+        *TINY,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while not (killed / "last.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert load_checkpoint(killed / "last.pt")["epoch"] < 3, "the run finished before it could be killed"
+    aqa("train", "--out", killed, "--resume", check=0)
+    same_weights(reference / "last.pt", killed / "last.pt")
+    assert metrics_without_time(reference) == metrics_without_time(killed)
+
+
+def test_eval_is_deterministic_and_writes_predictions(small_store: Path, tmp_path: Path, aqa) -> None:
+    run = tmp_path / "runs" / "tiny"
+    aqa("train", "--store", small_store, "--out", run, "--epochs", "1", "--no-test-curve", *TINY, check=0)
+    first = json.loads(aqa("eval", "--json", cwd=tmp_path, check=0).stdout)  # the latest run under runs/
+    second = json.loads(aqa("eval", "--run", run, "--json", check=0).stdout)
+    for key in ("rho", "r_l2", "mae", "difficulty_baseline_rho", "samples"):
+        assert first[key] == second[key]
+    assert first["split"] == "test" and first["samples"] == 3
+    assert Path(first["predictions"]).is_file()
+    import h5py
+
+    with h5py.File(first["predictions"], "r") as f:
+        assert f["score"].shape == (3,) and f["clip_weights"].shape == (3, 2, 128)
+
+
+def test_two_cpu_processes_with_torchrun(small_store: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    run = tmp_path / "ddp"
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "aqa_cli",
+        "train",
+        "--store",
+        str(small_store),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        *TINY,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = load_checkpoint(run / "last.pt")
+    assert payload["epoch"] == 2
+    with open(run / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert not list(run.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--store", "missing.h5"], "store not found: missing.h5"),
+        (["train", "--store", "{store}", "--clip", "7"], "--clip 7 does not divide --frames 16"),
+        (
+            ["train", "--store", "{store}", "--frames", "200"],
+            "keeps 24 frames per sample but the model needs 200",
+        ),
+        (["train", "--store", "{store}", "--agg", "max"], "unknown aggregation 'max'"),
+        (["train", "--store", "{store}", "--out", "{tmp}/none", "--resume"], "nothing to resume"),
+        (["train", "--config", "{tmp}/bad.toml"], "unknown setting(s) colour"),
+        (["train", "--store", "{store}", "--weights", "{tmp}/bad.toml"], "bad.toml"),
+        (["eval", "--run", "{tmp}"], "holds no checkpoint"),
+        (["eval", "--split", "dev", "--run", "{tmp}"], "unknown --split 'dev'"),
+    ],
+)
+def test_bad_training_input_gives_one_clear_line(
+    small_store: Path, tmp_path: Path, aqa, args, message
+) -> None:
+    (tmp_path / "bad.toml").write_text('colour = "blue"\n')
+    filled = [a.format(store=small_store, tmp=tmp_path) for a in args]
+    if filled[0] == "train":  # the tiny settings first: options given later win
+        filled = [filled[0], *TINY, *filled[1:]]
+    result = aqa(*filled, cwd=tmp_path, check=2)
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
+    """Splash size and entry angle carry the quality: a ResNet-10 must rank unseen dives far better than
+    difficulty alone (an untrained model stays near that baseline)."""
+    aqa("synth", tmp_path / "videos", "--videos", "32", "--seed", "5", check=0)
+    aqa(
+        "preprocess",
+        tmp_path / "videos" / "manifest.csv",
+        "--out",
+        tmp_path / "s.h5",
+        "--frames",
+        "40",
+        "--fit",
+        "tail",
+        check=0,
+    )
+    tiny = [
+        "--store",
+        tmp_path / "s.h5",
+        "--depth",
+        "10",
+        "--conv",
+        "3d",
+        "--clip",
+        "8",
+        "--frames",
+        "16",
+        "--crop",
+        "112",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--no-test-curve",
+    ]
+    aqa(
+        "train", *tiny, "--out", tmp_path / "untrained", "--epochs", "1", "--lr", "0", check=0
+    )  # BN stats only
+    aqa("train", *tiny, "--out", tmp_path / "run", "--epochs", "12", "--lr", "3e-3", check=0)
+    untrained = json.loads(aqa("eval", "--run", tmp_path / "untrained", "--json", check=0).stdout)
+    trained = json.loads(aqa("eval", "--run", tmp_path / "run", "--json", check=0).stdout)
+    baseline = trained["difficulty_baseline_rho"]
+    assert trained["rho"] > max(0.75, baseline + 0.2), (trained, baseline)
+    assert trained["rho"] > untrained["rho"] + 0.15
+    assert trained["r_l2"] < untrained["r_l2"]
