@@ -16,6 +16,15 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The exhaustive fault suite (docs/RELIABILITY.md): at least 20 kill -9 per stage, Ctrl-C, full and
+# read-only disks, two writers at once, damaged stores and checkpoints, decoder fuzzing and a soak.
+# `make test` runs a few of each; this runs them all and tabulates every fault and its outcome.
+FAULT_LOG ?= faults-log.jsonl
+faults: setup
+	rm -f $(FAULT_LOG)
+	AQA_FAULTS=full AQA_FAULT_LOG=$(FAULT_LOG) $(BIN)/python -m pytest -q tests/faults
+	$(BIN)/python tests/faults/summary.py $(FAULT_LOG)
+
 # The whole job on the synthetic demo data, small enough for a CPU: a random-init ResNet-10 on 32-frame
 # windows (4 clips of 8 frames). Real MTL-AQA runs use the defaults (R(2+1)D-34, 96 frames, 3 clips).
 DEMO_TRAIN := --depth 10 --conv 3d --clip 8 --frames 32 --batch-size 4 --lr 3e-3 --epochs 12 \
@@ -31,8 +40,16 @@ demo: setup
 	$(BIN)/aqa score $(DEMO_DIR)/videos/dive_015.mp4 $(DEMO_DIR)/videos/dive_047.mp4 --difficulty 2.0 \
 		--difficulty 3.6 --run $(DEMO_DIR)/run --explain $(DEMO_DIR)/explain.png
 
-bench: setup
+# Speed and memory against what users would otherwise use (docs/BENCHMARKS.md): about 10-15 minutes on
+# 2 cores; prints a table and writes benchmarks/results.json. Not part of `make test`.
+bench: setup $(VENV)/.bench-installed
+	@command -v ffmpeg >/dev/null || { echo "installing Debian's ffmpeg (the preprocess reference)"; \
+		apt-get update -qq && apt-get install -y -qq ffmpeg; } || echo "no ffmpeg: that comparison is skipped"
 	$(BIN)/python benchmarks/run.py
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check aqa_cli tests benchmarks

@@ -4,13 +4,19 @@ A checkpoint holds the model config (architecture, family, normalization), the i
 preprocessing of the store it was trained on, the training config, and the weights; a training
 checkpoint adds optimizer, scaler, RNG states and metrics so that a run can resume. Files are written
 atomically and always read with `weights_only=True` (a checkpoint is untrusted input).
+
+Integrity: `integrity` records a sha256 of every tensor (by its path in the payload, e.g.
+`model/head.regressor.weight`) and one of everything else; loading checks them and names what is damaged
+(torch itself does not check the zip's CRCs, so a flipped bit would otherwise load as a wrong weight).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +25,15 @@ import torch
 from aqa_cli import __version__
 from aqa_cli.data import WindowConfig
 from aqa_cli.errors import AqaError
+from aqa_cli.files import write_error
 from aqa_cli.models import AQAModel, ModelConfig, build_model
 
 FORMAT_NAME = "aqa-checkpoint"
 FORMAT_VERSION = 1
 RUNS_DIR = Path("runs")
 LAST, BEST = "last.pt", "best.pt"
+INTEGRITY = "integrity"
+MAX_NAMED = 5  # damaged tensors named in the error
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -35,6 +44,7 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         "tool_version": __version__,
         **payload,
     }
+    payload[INTEGRITY] = _checksums(payload)
     temp = path.with_suffix(path.suffix + ".tmp")
     try:
         with open(temp, "wb") as f:
@@ -42,11 +52,73 @@ def save_checkpoint(path: Path, payload: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as RuntimeError
         temp.unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else _os_error_of(exc)
+        if cause is None:
+            raise
+        raise write_error(cause, path, "free some space or choose another --out") from exc
+
+
+def _os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception, if any (torch wraps the file object's errors)."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _tensors(value: object, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a payload with its path, e.g. `optimizer/state/3/exp_avg`."""
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from _tensors(item, f"{name}/{key}" if name else str(key))
+
+
+def _skeleton(value: object) -> object:
+    """The payload with every tensor replaced by a marker: what the metadata checksum covers."""
+    if isinstance(value, torch.Tensor):
+        return "<tensor>"
+    if isinstance(value, dict):
+        return {key: _skeleton(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_skeleton(item) for item in value)
+    return value
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    data = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
+    digest.update(data.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _checksums(payload: dict) -> dict:
+    body = {key: value for key, value in payload.items() if key != INTEGRITY}
+    return {
+        "tensors": {name: _tensor_sha256(tensor) for name, tensor in _tensors(body)},
+        "metadata": hashlib.sha256(repr(_skeleton(body)).encode()).hexdigest(),
+    }
+
+
+def _check_integrity(path: Path, payload: dict) -> None:
+    """Compare a loaded payload with the checksums recorded when it was written (older files have none)."""
+    recorded = payload.get(INTEGRITY)
+    if recorded is None:
+        return
+    actual = _checksums(payload)
+    names = recorded["tensors"].keys() | actual["tensors"].keys()
+    damaged = sorted(name for name in names if recorded["tensors"].get(name) != actual["tensors"].get(name))
+    if recorded["metadata"] != actual["metadata"]:
+        damaged.append("its settings and metadata")
+    if damaged:
+        more = f" and {len(damaged) - MAX_NAMED} more" if len(damaged) > MAX_NAMED else ""
         raise AqaError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}; free space or choose --out"
-        ) from exc
+            f"{path} is damaged: {', '.join(damaged[:MAX_NAMED])}{more} no longer match the checksums recorded "
+            "when it was written (bits changed on disk or in a copy); copy it again or use another checkpoint"
+        )
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -70,6 +142,7 @@ def load_checkpoint(path: Path) -> dict:
         )
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
         raise AqaError(f"{path} was written by a newer aqa ({payload.get('tool_version')}): upgrade aqa")
+    _check_integrity(path, payload)
     return payload
 
 
@@ -85,17 +158,31 @@ class TrainedModel:
 
 
 def load_trained_model(path: Path) -> TrainedModel:
-    payload = load_checkpoint(path)
+    return trained_model_from(load_checkpoint(path), path)
+
+
+def trained_model_from(payload: dict, path: Path) -> TrainedModel:
+    """The model a loaded checkpoint describes; heads trained on extracted features get their frozen
+    backbone back from the record the feature store kept."""
+    if "features" in payload:
+        from aqa_cli.head_training import model_from_head_checkpoint
+
+        return model_from_head_checkpoint(payload, path)
     config = ModelConfig.from_dict(payload["model_config"])
     model = build_model(config)
+    load_state(model, payload["model"], path)
+    return TrainedModel(model, WindowConfig(**payload["window"]), payload["store"], path, payload)
+
+
+def load_state(module: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load a checkpoint's weights into the module it describes (strictly), and set evaluation mode."""
     try:
-        model.load_state_dict(payload["model"])
+        module.load_state_dict(state)
     except RuntimeError as exc:
         raise AqaError(
             f"{path}: the weights do not fit the model it describes ({str(exc).splitlines()[0]})"
         ) from None
-    model.eval()
-    return TrainedModel(model, WindowConfig(**payload["window"]), payload["store"], path, payload)
+    module.eval()
 
 
 def find_checkpoint(run: Path | None = None, checkpoint: Path | None = None) -> Path:

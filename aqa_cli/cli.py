@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="Inspect pretrained backbone weight files.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+features_app = typer.Typer(
+    help="Feature stores: import pre-extracted clip features, describe a store.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
 
 
 @weights_app.command("inspect")
@@ -108,11 +112,20 @@ def preprocess(
     shard: Annotated[
         str | None, typer.Option(help="K/N: process only every N-th sample starting at K (0-based).")
     ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a video may decode without finishing a clip before it is stopped and reported "
+            "failed (a damaged file can make a decoder hang). (default: 900)"
+        ),
+    ] = None,
 ) -> None:
     """Decode videos into a 171x128 uint8 HDF5 store (resumable: rerun to continue)."""
     from aqa_cli.preprocess import PreprocessOptions, run_preprocess
 
-    options = PreprocessOptions(frames=frames, fit=fit, workers=workers, compression=compression, shard=shard)
+    options = PreprocessOptions(
+        frames=frames, fit=fit, workers=workers, compression=compression, shard=shard, timeout=timeout
+    )
     report = run_preprocess(source, out, options)
     if report.failed:
         raise typer.Exit(1)
@@ -122,12 +135,27 @@ def preprocess(
 def info(
     store: Annotated[Path, typer.Argument(help="A store written by `aqa preprocess` or `aqa merge`.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Read every sample and check its checksums; list damaged samples (exit 1 if any).",
+        ),
+    ] = False,
 ) -> None:
     """Summarize a store: samples per split, score and difficulty ranges, frames, size on disk."""
-    from aqa_cli.report import print_summary
-    from aqa_cli.store import summarize
+    from aqa_cli.report import print_summary, print_verification
+    from aqa_cli.store import summarize, verify_store
 
-    print_summary(summarize(store), as_json=json_out)
+    summary = summarize(store)
+    verification = verify_store(store) if verify else None
+    if json_out and verification is not None:
+        summary["verify"] = verification
+    print_summary(summary, as_json=json_out)
+    if verification is not None and not json_out:
+        print_verification(verification)
+    if verification is not None and verification["damaged"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -167,6 +195,17 @@ def train(
     ] = None,
     out: Annotated[str | None, typer.Option(help="Run directory. (default: runs/<model>-<time>)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Train only the heads on this feature store (`aqa extract`, `aqa features import`); "
+            "backbone, window and loader options are then unused."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="With --features: the score column to predict. (default: the store's first)"),
+    ] = None,
     depth: Annotated[
         int | None, typer.Option(help="ResNet depth: 10, 18, 34, 50, 101 (152, 200). (default: 34)")
     ] = None,
@@ -244,7 +283,10 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Fine-tune backbone, FC layers, Weight-Decider and regressor end to end (torchrun for many GPUs)."""
+    """Fine-tune backbone, FC layers, Weight-Decider and regressor end to end (torchrun for many GPUs).
+
+    With --features, only the heads train, on cached clip features: seconds per epoch on a CPU.
+    """
     overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
     from aqa_cli.config import resolve_config
     from aqa_cli.report import print_training_summary
@@ -254,6 +296,165 @@ def train(
         config = Path(out) / "config.toml"
     result = run_training(resolve_config(config, overrides), resume=resume)
     print_training_summary(result)
+
+
+@app.command()
+def extract(
+    store: Annotated[
+        str | None, typer.Option(help="Video store to extract from. (default: data/mtl_aqa.h5)")
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Feature store to write. (default: <store>-<conv><depth>-clip<clip>.features.h5)"),
+    ] = None,
+    depth: Annotated[int | None, typer.Option(help="ResNet depth. (default: 34)")] = None,
+    conv: Annotated[str | None, typer.Option(help="3d or 2plus1d. (default: 2plus1d)")] = None,
+    clip: Annotated[int | None, typer.Option(help="Frames per clip. (default: 32)")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Pretrained backbone file; without it a random init drawn from --seed."),
+    ] = None,
+    family: Annotated[str | None, typer.Option(help="Backbone variant without --weights.")] = None,
+    normalization: Annotated[str | None, typer.Option(help="Override the input normalization.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per video window. (default: 96)")] = None,
+    crop: Annotated[int | None, typer.Option(help="Centre crop size. (default: 112)")] = None,
+    views: Annotated[
+        bool | None,
+        typer.Option(
+            "--views/--no-views",
+            help="Also store the mirrored window and the earliest-ending window (plain and mirrored): "
+            "head training then picks one of the 4 views per sample and epoch. (default: no)",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of a random-init backbone. (default: 0)")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Videos per forward pass (and per resumable block). (default: 4)")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="float16 or float32. (default: float16)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ... (default: auto)")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16, fp16 (autocast on CUDA). (default: auto)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Frame loading processes. (default: 2)")] = None,
+) -> None:
+    """Run a frozen backbone over a video store once: per-clip features to a feature store (resumable).
+
+    Rerun the same command to continue an interrupted extraction; an up-to-date store is left as it is.
+    """
+    given = {key: value for key, value in locals().items() if value is not None}
+    from aqa_cli.features import ExtractOptions, extract_features
+    from aqa_cli.report import print_extract_report, sample_progress
+
+    options = ExtractOptions(**given)
+    with sample_progress("extract") as advance:
+        report = extract_features(options, advance)
+    print_extract_report(report)
+
+
+@features_app.command("import")
+def features_import(
+    source: Annotated[
+        Path,
+        typer.Argument(help="Folder with the label files and the <id>.npy files (or a subfolder of them)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Feature store to write. (default: data/<folder>.features.h5)"),
+    ] = None,
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Label file(s) (default: train/val/test .txt/.csv/.tsv or labels.csv in SOURCE); "
+            "a file named train/val/test gives its rows that split unless it has a split column."
+        ),
+    ] = None,
+    features_dir: Annotated[
+        Path | None, typer.Option(help="Folder of <id>.npy files. (default: found in SOURCE)")
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Names of the columns of headerless label files, e.g. id,score,difficulty."),
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float16 or float32.")] = "float16",
+) -> None:
+    """Turn per-video clip features (.npy, (clips, dim) each) plus labels into a feature store."""
+    from aqa_cli.feature_import import import_features
+    from aqa_cli.report import print_import_report
+
+    column_names = [name.strip() for name in columns.split(",")] if columns else None
+    print_import_report(import_features(source, out, labels, features_dir, column_names, dtype))
+
+
+@features_app.command("info")
+def features_info(
+    path: Annotated[Path, typer.Argument(help="A feature store.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarize a feature store: samples per split, feature shape, score columns, backbone and weights."""
+    from aqa_cli.features import summarize_features
+    from aqa_cli.report import print_feature_summary
+
+    print_feature_summary(summarize_features(path), as_json=json_out)
+
+
+@app.command()
+def experiment(
+    config: Annotated[
+        Path | None, typer.Option(help="TOML grid (an experiment's experiment.toml repeats it).")
+    ] = None,
+    depth: Annotated[list[int] | None, typer.Option(help="ResNet depth (repeat for a grid).")] = None,
+    conv: Annotated[list[str] | None, typer.Option(help="3d or 2plus1d (repeatable).")] = None,
+    clip: Annotated[list[int] | None, typer.Option(help="Frames per clip (repeatable).")] = None,
+    agg: Annotated[list[str] | None, typer.Option(help="avg or wd (repeatable). (default: both)")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="Score column of the feature store (repeatable).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per cell: 0 .. N-1. (default: 3)")] = None,
+    finetune: Annotated[
+        bool | None,
+        typer.Option("--finetune/--frozen", help="Train every run end to end. (default: frozen features)"),
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="Train on this feature store (e.g. imported): aggregations x seeds.")
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Backbone files (repeatable), matched to cells by depth, conv and clip<N> in the name."
+        ),
+    ] = None,
+    views: Annotated[
+        bool | None, typer.Option("--views/--no-views", help="Extract augmented views too.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder. (default: runs/experiment-<time>)")] = None,
+    store: Annotated[str | None, typer.Option(help="Video store. (default: data/mtl_aqa.h5)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="(default: 50)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="(default: 2)")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of new modules. (default: 1e-4)")] = None,
+    backbone_lr: Annotated[float | None, typer.Option(help="With --finetune. (default: 1e-5)")] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Part of train held out to select each run (and the ridge penalty).")
+    ] = None,
+    frames: Annotated[int | None, typer.Option(help="(default: 96)")] = None,
+    crop: Annotated[int | None, typer.Option(help="(default: 112)")] = None,
+    loss: Annotated[str | None, typer.Option(help="l1+l2, l1 or l2. (default: l1+l2)")] = None,
+    use_difficulty: Annotated[
+        bool | None, typer.Option("--use-difficulty/--no-difficulty", help="(default: use)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ... (default: auto)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Loader processes. (default: 2)")] = None,
+) -> None:
+    """Run a grid of trainings and write a table like the paper's Tables I and II (rho mean +- std).
+
+    Depths x conv types x clip lengths x aggregations x seeds, on frozen features extracted once per
+    backbone (default) or end to end (--finetune); or aggregations x targets x seeds on --features.
+    Writes table.md, table.csv, table.png and results.csv; failed runs are listed, not fatal.
+    """
+    options = {key: value for key, value in locals().items() if key != "config"}
+    from aqa_cli.experiment import resolve_grid, run_experiment
+    from aqa_cli.report import ExperimentReporter, print_experiment
+
+    print_experiment(run_experiment(resolve_grid(config, options), ExperimentReporter()))
 
 
 @app.command(name="eval")

@@ -23,6 +23,8 @@ class TrainConfig:
     crop: int = 112
     flip: bool = True
     val_fraction: float = 0.0
+    features: str = ""  # a feature store (`aqa extract`, `aqa features import`): train the heads only
+    target: str = ""  # the feature store's score column to predict; "" = its default
     # model
     depth: int = 34
     conv: str = "2plus1d"
@@ -54,14 +56,17 @@ class TrainConfig:
     def to_toml(self) -> str:
         lines = ["# aqa train config: `aqa train --config THIS_FILE` repeats the run"]
         for field in dataclasses.fields(self):
-            lines.append(f"{field.name} = {_toml_value(getattr(self, field.name))}")
+            lines.append(f"{field.name} = {toml_value(getattr(self, field.name))}")
         return "\n".join(lines) + "\n"
 
 
 LOSSES = ("l1+l2", "l1", "l2")
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
+    """A bool, string, number or list of them as TOML."""
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -69,16 +74,18 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AqaError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AqaError(f"{path} is not valid TOML: {exc}") from None
+
+
 def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
     """Defaults, then the file's values, then every flag the user actually gave (not None)."""
-    values = {}
-    if config_file is not None:
-        try:
-            values = tomllib.loads(config_file.read_text())
-        except FileNotFoundError:
-            raise AqaError(f"config file not found: {config_file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise AqaError(f"{config_file} is not valid TOML: {exc}") from None
+    values = read_toml(config_file) if config_file is not None else {}
     known = {field.name: field.type for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -46,24 +46,15 @@ def check_window(
     return WindowConfig(window.frames, max(jitter, 1), window.crop, window.flip)
 
 
-class StoreClips(Dataset):
-    """Rows of a store as dicts: `video` uint8 (3, frames, crop, crop), `score`, `difficulty`, `row`.
+class EpochRows(Dataset):
+    """Some rows of a store; in training, a sample's randomness comes from `rng(row)`, seeded by
+    (seed, epoch, row) so that an epoch is the same in any worker or process and when resumed."""
 
-    The HDF5 file is opened lazily in each process (h5py handles must not cross a fork).
-    """
-
-    def __init__(self, store_path, rows: Sequence[int], window: WindowConfig, train: bool, seed: int = 0):
-        self.store_path = store_path
+    def __init__(self, rows: Sequence[int], train: bool, seed: int):
         self.rows = list(rows)
         self.train = train
         self.seed = seed
         self.epoch = 0
-        with VideoStore(store_path) as store:
-            config = store.config
-            self.scores = store.column("score").astype(np.float32)
-            self.difficulties = store.column("difficulty").astype(np.float32)
-        self.window = check_window(window, config.frames, config.height, config.width, store_path)
-        self._store: VideoStore | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -71,13 +62,33 @@ class StoreClips(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def rng(self, row: int) -> np.random.Generator | None:
+        """The sample's generator in training, None in evaluation."""
+        return np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
+
+
+class StoreClips(EpochRows):
+    """Rows of a store as dicts: `video` uint8 (3, frames, crop, crop), `score`, `difficulty`, `row`.
+
+    The HDF5 file is opened lazily in each process (h5py handles must not cross a fork).
+    """
+
+    def __init__(self, store_path, rows: Sequence[int], window: WindowConfig, train: bool, seed: int = 0):
+        super().__init__(rows, train, seed)
+        self.store_path = store_path
+        with VideoStore(store_path) as store:
+            config = store.config
+            self.scores = store.column("score").astype(np.float32)
+            self.difficulties = store.column("difficulty").astype(np.float32)
+        self.window = check_window(window, config.frames, config.height, config.width, store_path)
+        self._store: VideoStore | None = None
+
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         if self._store is None:
             self._store = VideoStore(self.store_path)
-        frames = self._store.frames(row)
-        rng = np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
-        video = select_window(frames, self.window, rng)
+        frames = self._store.verified_frames(row)
+        video = select_window(frames, self.window, self.rng(row))
         return {
             "video": torch.from_numpy(video),
             "score": torch.tensor(self.scores[row]),
@@ -92,16 +103,31 @@ def select_window(frames: np.ndarray, window: WindowConfig, rng: np.random.Gener
     Evaluation (`rng` None): the last `frames` frames, centre crop. Training: the window ends at a random
     one of the last `jitter` frames, with a random crop and a random horizontal flip.
     """
+    if rng is None:
+        return centred_window(frames, window)
     stored, height, width, _ = frames.shape
     w = window
-    if rng is None:
-        end, top, left, flip = stored, (height - w.crop) // 2, (width - w.crop) // 2, False
-    else:
-        end = stored - int(rng.integers(w.jitter))
-        top = int(rng.integers(height - w.crop + 1))
-        left = int(rng.integers(width - w.crop + 1))
-        flip = w.flip and bool(rng.integers(2))
-    clip = frames[end - w.frames : end, top : top + w.crop, left : left + w.crop]
+    end = stored - int(rng.integers(w.jitter))
+    top = int(rng.integers(height - w.crop + 1))
+    left = int(rng.integers(width - w.crop + 1))
+    flip = w.flip and bool(rng.integers(2))
+    return _cut_window(frames, w, end, top, left, flip)
+
+
+def centred_window(
+    frames: np.ndarray, window: WindowConfig, shift: int = 0, flip: bool = False
+) -> np.ndarray:
+    """The evaluation window (the last frames, centre crop), or the one ending `shift` frames earlier,
+    optionally flipped: the fixed views that `aqa extract --views` stores."""
+    stored, height, width, _ = frames.shape
+    top, left = (height - window.crop) // 2, (width - window.crop) // 2
+    return _cut_window(frames, window, stored - shift, top, left, flip)
+
+
+def _cut_window(
+    frames: np.ndarray, window: WindowConfig, end: int, top: int, left: int, flip: bool
+) -> np.ndarray:
+    clip = frames[end - window.frames : end, top : top + window.crop, left : left + window.crop]
     if flip:
         clip = clip[:, :, ::-1]
     return np.ascontiguousarray(clip.transpose(3, 0, 1, 2))
@@ -110,7 +136,11 @@ def select_window(frames: np.ndarray, window: WindowConfig, rng: np.random.Gener
 def split_rows(store_path, val_fraction: float, seed: int) -> dict[str, list[int]]:
     """Rows per split: train, val (the store's val split plus `val_fraction` of train held out) and test."""
     with VideoStore(store_path) as store:
-        splits = store.column("split")
+        return split_by_column(store.column("split"), val_fraction, seed)
+
+
+def split_by_column(splits: np.ndarray, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    """`split_rows` for a column of split names (any store that has one)."""
     rows = {name: np.flatnonzero(splits == name).tolist() for name in ("train", "val", "test")}
     if val_fraction > 0:
         if not 0 < val_fraction < 1:

@@ -1,8 +1,20 @@
 """The one exception type users see as a single line."""
 
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
+
 
 class AqaError(Exception):
     """A problem with the user's input or environment: printed as one line, never a traceback.
 
     The message says what is wrong, with which file, and what to do about it.
+
+    An AqaError raised in a torch DataLoader worker is raised again in the main process as
+    `type(error)(message)`, where the message is a "Caught ... in DataLoader worker" header plus the
+    worker's whole traceback; such a message is cut back to the original one line.
     """
+
+    def __init__(self, message: object = "") -> None:
+        text = str(message)
+        if text.startswith("Caught ") and _WORKER_TRACEBACK in text:
+            text = text.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        super().__init__(text)

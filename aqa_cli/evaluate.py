@@ -3,7 +3,9 @@ predictions store with the Weight-Decider's clip weights. Deterministic: fixed w
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from aqa_cli.data import StoreClips, WindowConfig
 from aqa_cli.errors import AqaError
-from aqa_cli.models import AQAModel, Normalization
+from aqa_cli.files import atomic_write, writer_lock
+from aqa_cli.models import AQAModel, AQAOutput, Normalization
 from aqa_cli.runtime import autocast
 from aqa_cli.store import VideoStore
 
@@ -47,12 +50,33 @@ def predict(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     normalization: Normalization = model.backbone.normalization
     model.eval()
+
+    def forward(batch: dict) -> AQAOutput:
+        video = normalization.apply(batch["video"].to(device, non_blocking=True))
+        with autocast(device, precision):
+            return model(video, batch["difficulty"].to(device))
+
+    with VideoStore(store_path) as store:
+        ids = store.column("id")[rows]
+    return collect_predictions(
+        loader, forward, ids, dataset.scores[rows], dataset.difficulties[rows], progress
+    )
+
+
+def collect_predictions(
+    loader: DataLoader,
+    forward: Callable[[dict], AQAOutput],
+    ids: np.ndarray,
+    true: np.ndarray,
+    difficulty: np.ndarray,
+    progress=None,
+) -> Predictions:
+    """`forward` over every batch of an unshuffled loader (whose items carry `row`), without gradients.
+    Clip weights of batches with fewer clips are zero-padded to the most clips."""
     outputs = {"score": [], "quality": [], "weights": [], "rows": []}
     with torch.no_grad():
         for batch in loader:
-            video = normalization.apply(batch["video"].to(device, non_blocking=True))
-            with autocast(device, precision):
-                out = model(video, batch["difficulty"].to(device))
+            out = forward(batch)
             outputs["score"].append(out.score.float().cpu())
             outputs["quality"].append(out.quality.float().cpu())
             outputs["rows"].append(batch["row"])
@@ -60,16 +84,19 @@ def predict(
                 outputs["weights"].append(out.clip_weights.float().cpu())
             if progress is not None:
                 progress(len(batch["row"]))
-    with VideoStore(store_path) as store:
-        ids = store.column("id")[rows]
+    clip_weights = None
+    if outputs["weights"]:
+        most = max(weights.shape[1] for weights in outputs["weights"])
+        padded = [torch.nn.functional.pad(w, (0, 0, 0, most - w.shape[1])) for w in outputs["weights"]]
+        clip_weights = torch.cat(padded).numpy()
     return Predictions(
-        rows=np.asarray(rows),
+        rows=torch.cat(outputs["rows"]).numpy(),
         ids=ids,
-        true=dataset.scores[rows],
-        difficulty=dataset.difficulties[rows],
+        true=true,
+        difficulty=difficulty,
         score=torch.cat(outputs["score"]).numpy(),
         quality=torch.cat(outputs["quality"]).numpy(),
-        clip_weights=torch.cat(outputs["weights"]).numpy() if outputs["weights"] else None,
+        clip_weights=clip_weights,
     )
 
 
@@ -108,8 +135,8 @@ def score_range(store_path) -> tuple[float, float]:
 
 def write_predictions(path: Path, predictions: Predictions, attributes: dict) -> None:
     """Per-sample predictions (and WD clip weights) as an HDF5 store, written atomically."""
-    temp = path.with_suffix(path.suffix + ".tmp")
-    with h5py.File(temp, "w") as f:
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         f.attrs.update(
             {
                 key: json.dumps(value) if isinstance(value, dict) else value
@@ -121,7 +148,7 @@ def write_predictions(path: Path, predictions: Predictions, attributes: dict) ->
             f[name] = getattr(predictions, name)
         if predictions.clip_weights is not None:
             f["clip_weights"] = predictions.clip_weights
-    temp.replace(path)
+    atomic_write(path, image.getvalue(), "make that folder writable or evaluate a copy of the checkpoint")
 
 
 def evaluate_checkpoint(
@@ -132,16 +159,37 @@ def evaluate_checkpoint(
     device_name: str,
     batch_size: int,
 ) -> dict:
-    """`aqa eval`: a checkpoint on a split of a store; writes predictions and a scatter plot beside it."""
-    from aqa_cli.checkpoint import find_checkpoint, load_trained_model
-    from aqa_cli.data import split_rows
-    from aqa_cli.plots import plot_scatter
-    from aqa_cli.runtime import resolve_device
+    """`aqa eval`: a checkpoint on a split of a store; writes predictions and a scatter plot beside it.
+
+    Heads trained on cached features are evaluated on their feature store (or on `store` when that is a
+    feature store); given a video store, they run with their frozen backbone on the videos.
+    """
+    from aqa_cli.checkpoint import find_checkpoint, load_checkpoint
+    from aqa_cli.features import is_feature_store
 
     if split not in ("train", "val", "test"):
         raise AqaError(f"unknown --split {split!r}; choose train, val or test")
     path = find_checkpoint(run, checkpoint).resolve()
-    trained = load_trained_model(path)
+    predictions = path.parent / f"predictions-{split}.h5"  # one writer at a time: a second eval stops
+    with writer_lock(predictions.with_suffix(".lock"), predictions, "evaluate a copy of the checkpoint"):
+        payload = load_checkpoint(path)
+        if "features" in payload and (store is None or is_feature_store(store)):
+            from aqa_cli.head_training import predict_heads
+
+            found, store_path, span = predict_heads(payload, store, split, device_name, batch_size)
+        else:
+            found, store_path, span = _predict_videos(payload, path, store, split, device_name, batch_size)
+        return report_predictions(found, path, int(payload.get("epoch", 0)), store_path, split, span)
+
+
+def _predict_videos(
+    payload: dict, path: Path, store: Path | None, split: str, device_name: str, batch_size: int
+) -> tuple[Predictions, Path, tuple[float, float]]:
+    from aqa_cli.checkpoint import trained_model_from
+    from aqa_cli.data import split_rows
+    from aqa_cli.runtime import resolve_device
+
+    trained = trained_model_from(payload, path)
     store_path = Path(store) if store is not None else Path(trained.store["path"])
     _check_store_matches(store_path, trained.store)
     train_config = trained.payload.get("train_config", {})
@@ -151,14 +199,24 @@ def evaluate_checkpoint(
     device = resolve_device(device_name)
     trained.model.to(device)
     found = predict(trained.model, store_path, rows, trained.window, device, "fp32", batch_size)
+    return found, store_path, score_range(store_path)
+
+
+def report_predictions(
+    found: Predictions, path: Path, epoch: int, store_path: Path, split: str, span: tuple[float, float]
+) -> dict:
+    """Metrics of a checkpoint's predictions on a split, next to the difficulty-only baseline; writes the
+    predictions and a scatter plot beside the checkpoint."""
+    from aqa_cli.plots import plot_scatter
+
     labelled = np.isfinite(found.true)
     if not labelled.any():
         raise AqaError(f"split {split!r} of {store_path} has no scores to compare with")
-    result = metrics(found.score[labelled], found.true[labelled], score_range(store_path))
+    result = metrics(found.score[labelled], found.true[labelled], span)
     result.update(
         {
             "checkpoint": str(path),
-            "epoch": int(trained.payload.get("epoch", 0)),
+            "epoch": epoch,
             "store": str(store_path),
             "split": split,
             "samples": int(labelled.sum()),
@@ -166,16 +224,16 @@ def evaluate_checkpoint(
         }
     )
     stem = path.parent / f"predictions-{split}"
+    title = f"{split}: rho {result['rho']:.4f}, R-l2 {result['r_l2']:.3f} ({result['samples']} videos)"
     write_predictions(
         stem.with_suffix(".h5"),
         found,
         {"checkpoint": str(path), "store": str(store_path), "split": split, "metrics": result},
     )
-    result["predictions"] = str(stem.with_suffix(".h5"))
-    title = f"{split}: rho {result['rho']:.4f}, R-l2 {result['r_l2']:.3f} ({result['samples']} videos)"
     scatter = plot_scatter(
         found.true[labelled], found.score[labelled], title, path.parent / f"scatter-{split}.png"
     )
+    result["predictions"] = str(stem.with_suffix(".h5"))
     result["plot"] = str(scatter) if scatter else None
     return result
 

@@ -6,11 +6,13 @@ commands still run and say that the plot was skipped.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from aqa_cli.errors import AqaError
+from aqa_cli.files import atomic_write
 
 
 def _pyplot():
@@ -29,9 +31,9 @@ def plots_available() -> bool:
 
 
 def _save(figure, path: Path) -> Path:
-    temp = path.with_suffix(".tmp.png")
-    figure.savefig(temp, dpi=110, bbox_inches="tight")
-    temp.replace(path)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(path, image.getvalue(), "make that folder writable or choose another path")
     return path
 
 
@@ -93,6 +95,30 @@ def plot_clip_explanation(frames: list[np.ndarray], weights: list[float], title:
         axis.set_yticks([])
         axis.set_xlabel(f"weight {weight:.3f}", fontweight="bold" if weight == top else "normal")
     figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+    return path
+
+
+def plot_experiment(summary: list[dict], aggregations: list[str], title: str, path: Path) -> Path | None:
+    """`aqa experiment`: test rho per cell (mean over seeds, std as error bars), one bar per aggregation."""
+    plt = _pyplot()
+    if plt is None or not summary:
+        return None
+    names = [row["cell"].name for row in summary]
+    width = 0.8 / len(aggregations)
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(names) * len(aggregations)), 3.8))
+    for k, agg in enumerate(aggregations):
+        means = [row[agg]["rho"][0] for row in summary]
+        stds = [row[agg]["rho"][1] for row in summary]
+        positions = np.arange(len(names)) + (k - (len(aggregations) - 1) / 2) * width
+        axis.bar(positions, means, width, yerr=stds, capsize=3, label=agg)
+    axis.set_xticks(np.arange(len(names)), names, rotation=20, ha="right")
+    axis.set_ylabel("test Spearman rho")
+    axis.set_title(title, fontsize=9)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend()
     figure.tight_layout()
     _save(figure, path)
     plt.close(figure)

@@ -8,13 +8,9 @@ not decoded again.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,21 +25,28 @@ from aqa_cli.store import (
     StoreAttributes,
     StoreConfig,
     StoredSample,
+    StoreReadError,
     VideoStore,
     assemble_store,
     partial_dir_for,
     store_lock,
+    verify_samples,
 )
 from aqa_cli.video import FRAME_SIZE, VideoDecoder, decode_image
+from aqa_cli.worker_pool import StopRun, WorkerPool
 
 DEFAULT_FRAMES = 103
+MAX_FRAMES = 4096  # 270 MB of frames per sample in memory: beyond that a typo, not a dataset
 DATA_DIR = Path("data")
 # A source with no end frame is held in memory while its length is unknown, up to this many frames;
 # a longer one is decoded twice (count, then keep) so memory never grows with the video's length.
 BUFFER_FRAMES = 1024
+# A worker that finishes no clip for this long is stopped and its video reported failed; a whole-event
+# MTL-AQA video (up to an hour) decodes in a few minutes on one core.
+DEFAULT_TIMEOUT = 900.0
 
 
-class StoreWriteError(AqaError):
+class StoreWriteError(StopRun):
     """Writing the store failed (disk full, read-only): stop everything, keep what is done."""
 
 
@@ -54,6 +57,7 @@ class PreprocessOptions:
     workers: int | None = None
     compression: str = "lzf"
     shard: str | None = None
+    timeout: float | None = None  # default DEFAULT_TIMEOUT
 
 
 @dataclass
@@ -74,6 +78,7 @@ class PreprocessReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     frames_lost: int = 0
     seconds: float = 0.0
+    damaged: list[str] = field(default_factory=list)  # ids of damaged samples of the earlier store
 
 
 @dataclass
@@ -124,10 +129,15 @@ def run_preprocess(source: Path | None, out: Path | None, options: PreprocessOpt
     frames = DEFAULT_FRAMES if options.frames is None else options.frames
     if frames < 1:
         raise AqaError(f"--frames must be at least 1 (got {frames})")
+    if frames > MAX_FRAMES:
+        raise AqaError(f"--frames {frames} is more than {MAX_FRAMES}, the most a sample may hold in memory")
     if options.fit not in FIT_RULES:
         raise AqaError(f"unknown --fit {options.fit!r}: use one of {', '.join(FIT_RULES)}")
     if options.compression not in COMPRESSIONS:
         raise AqaError(f"unknown --compression {options.compression!r}: use one of {', '.join(COMPRESSIONS)}")
+    timeout = DEFAULT_TIMEOUT if options.timeout is None else options.timeout
+    if not timeout > 0:
+        raise AqaError(f"--timeout must be a positive number of seconds (got {timeout:g})")
     shard_index, shard_count = _parse_shard(options.shard)
     scan, default_name = resolve_source(source, frames, options.fit)
     if out is None:
@@ -138,15 +148,17 @@ def run_preprocess(source: Path | None, out: Path | None, options: PreprocessOpt
     positions = {sample.id: position for job in jobs for position, sample in job.samples}
     report = PreprocessReport(out=out)
     started = time.perf_counter()
-    with store_lock(out):
-        earlier = _earlier_store_rows(out, config)
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
+    # The workers start importing now, while the earlier store and partial work are checked.
+    with store_lock(out), WorkerPool(workers, timeout) as pool:
+        earlier = _earlier_store_rows(out, config, report)
         partial = PartialWork(partial_dir_for(out), config)
         partial.open()
         done = earlier.keys() | partial.done_ids()
         todo = [_without(job, done) for job in jobs]
         todo = [job for job in todo if job.samples]
         failed = [problem for problem in scan.problems if shard_count == 1] + _run_jobs(
-            todo, config, partial, options.workers, report
+            pool, todo, config, partial, report
         )
         rows = []
         for sample_id in sorted(positions, key=positions.get):
@@ -188,32 +200,47 @@ def _without(job: Job, done: set[str]) -> Job:
     return Job(job.source, job.source_kind, [(p, s) for p, s in job.samples if s.id not in done])
 
 
-def _earlier_store_rows(out: Path, config: StoreConfig) -> dict[str, int]:
-    """Samples already in an existing store at `out` (id -> row), if it was made with the same settings."""
+def _earlier_store_rows(out: Path, config: StoreConfig, report: PreprocessReport) -> dict[str, int]:
+    """Intact samples of an existing store at `out` (id -> row), if it was made with the same settings.
+
+    Every kept sample is read and checked against its checksums; damaged ones are decoded again, and a
+    store too damaged to keep any sample (but still recognisably ours) is rebuilt.
+    """
     if not out.exists():
         return {}
-    with VideoStore(out) as store:
-        if store.config != config:
-            raise AqaError(
-                f"{out} already exists and was made with other settings ({store.config}); "
-                "choose another --out or delete it"
-            )
-        return {sample_id: row for row, sample_id in enumerate(store.column("id"))}
+    try:
+        with VideoStore(out, check=False) as store:
+            if store.config != config:
+                raise AqaError(
+                    f"{out} already exists and was made with other settings ({store.config}); "
+                    "choose another --out or delete it"
+                )
+            rows = {}
+            for row, sample_id, problem in verify_samples(store):
+                if problem:
+                    report.damaged.append(sample_id)
+                else:
+                    rows[sample_id] = row
+            return rows
+    except StoreReadError:
+        report.damaged.append("all (the store's own structure is damaged)")
+        return {}
 
 
 def _run_jobs(
-    jobs: list[Job], config: StoreConfig, partial: PartialWork, workers: int | None, report: PreprocessReport
+    pool: WorkerPool, jobs: list[Job], config: StoreConfig, partial: PartialWork, report: PreprocessReport
 ) -> list[tuple[str, str]]:
-    """Decode the jobs (in worker processes when more than one), with a progress bar; return failures."""
+    """Decode the jobs in the pool's worker processes, with a progress bar; return failures."""
     from aqa_cli.report import preprocess_progress
 
     failed: list[tuple[str, str]] = []
+    reported: set[str] = set()
     total = sum(len(job.samples) for job in jobs)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
 
     with preprocess_progress(total) as advance:
 
         def record(outcome: Outcome) -> None:
+            reported.add(outcome.id)
             if outcome.stored:
                 report.stored += 1
                 report.frames_lost += outcome.frames_lost
@@ -221,71 +248,30 @@ def _run_jobs(
                 failed.append((outcome.id, outcome.reason))
             advance(outcome.id)
 
-        if workers == 1:
-            for job in jobs:
-                decode_job(job, config, partial.dir, record)
-        else:
-            _run_in_pool(jobs, config, partial, workers, record)
+        def remaining(job: Job) -> Job | None:
+            left = _without(job, reported)
+            return left if left.samples else None
+
+        def give_up(job: Job, reason: str) -> None:
+            for _, sample in job.samples:
+                if sample.id not in reported:
+                    record(Outcome(sample.id, False, f"{job.source}: {reason}"))
+
+        threads = max(1, (os.cpu_count() or 1) // pool.size)  # per worker: no oversubscription
+        pool.run(jobs, DecodeWork(config, partial.dir, threads), record, give_up, remaining)
     return failed
 
 
-def _run_in_pool(
-    jobs: list[Job],
-    config: StoreConfig,
-    partial: PartialWork,
-    workers: int,
-    record: Callable[[Outcome], None],
-) -> None:
-    context = multiprocessing.get_context("spawn")  # no fork under rich's refresh thread
-    outcomes = context.Queue()
-    expected = 0
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(outcomes,)
-    ) as pool:
-        threads = max(1, (os.cpu_count() or 1) // workers)  # decoder threads per worker: no oversubscription
-        pending: set[Future] = {
-            pool.submit(_decode_job_in_worker, job, config, partial.dir, threads) for job in jobs
-        }
-        try:
-            while pending or expected:
-                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    expected += future.result()
-                while True:
-                    try:
-                        record(outcomes.get(timeout=0.05 if expected else 0))
-                    except queue.Empty:
-                        break
-                    expected -= 1
-        except BrokenProcessPool:
-            raise AqaError(
-                "a decoding worker process died (killed, or out of memory); finished samples are kept: "
-                "rerun the same command to resume"
-            ) from None
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+@dataclass(frozen=True)
+class DecodeWork:
+    """What a worker runs for each job (picklable, so that it can be sent to the worker)."""
 
+    config: StoreConfig
+    partial_dir: Path
+    threads: int
 
-_worker_outcomes: multiprocessing.Queue | None = None
-
-
-def _init_worker(outcomes: multiprocessing.Queue) -> None:
-    global _worker_outcomes
-    _worker_outcomes = outcomes
-
-
-def _decode_job_in_worker(job: Job, config: StoreConfig, partial_dir: Path, threads: int) -> int:
-    """Runs in a worker; outcomes go to the main process through the queue. Returns how many were sent."""
-    count = 0
-
-    def send(outcome: Outcome) -> None:
-        nonlocal count
-        _worker_outcomes.put(outcome)
-        count += 1
-
-    decode_job(job, config, partial_dir, send, threads)
-    return count
+    def __call__(self, job: Job, emit: Callable[[Outcome], None]) -> None:
+        decode_job(job, self.config, self.partial_dir, emit, self.threads)
 
 
 def decode_job(

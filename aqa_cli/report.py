@@ -25,8 +25,17 @@ MAX_LISTED_FAILURES = 20
 @contextmanager
 def preprocess_progress(total: int) -> Iterator[Callable[[str], None]]:
     """A progress bar with videos/s; yields a function to call once per finished sample."""
+    with sample_progress("preprocess", total) as advance:
+        yield advance
+
+
+@contextmanager
+def sample_progress(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A bar of samples with their rate; yields `advance(last_id, count=1, total=None)` (a total given
+    there replaces the first one). Without a total the bar appears with the first work reported, so a
+    command that stops early prints only its error."""
     progress = Progress(
-        TextColumn("[bold]preprocess"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} clips/s"),
@@ -36,16 +45,21 @@ def preprocess_progress(total: int) -> Iterator[Callable[[str], None]]:
         console=status_console,
         transient=False,
     )
-    task = progress.add_task("preprocess", total=total, rate="-", last="")
-    with progress:
+    task = progress.add_task(label, total=total, rate="-", last="")
+    if total is not None:
+        progress.start()
 
-        def advance(sample_id: str) -> None:
-            progress.advance(task)
-            elapsed = progress.tasks[task].elapsed or 0.0
-            done = progress.tasks[task].completed
-            progress.update(task, rate=f"{done / elapsed:.1f}" if elapsed else "-", last=sample_id[-30:])
+    def advance(sample_id: str, count: int = 1, total: int | None = None) -> None:
+        progress.start()
+        progress.update(task, advance=count, **({"total": total} if total is not None else {}))
+        elapsed = progress.tasks[task].elapsed or 0.0
+        done = progress.tasks[task].completed
+        progress.update(task, rate=f"{done / elapsed:.1f}" if elapsed else "-", last=sample_id[-30:])
 
+    try:
         yield advance
+    finally:
+        progress.stop()
 
 
 def print_preprocess_report(report, stored_total: int) -> None:
@@ -57,6 +71,12 @@ def print_preprocess_report(report, stored_total: int) -> None:
     table.add_row("failed", str(len(report.failed)), style="red" if report.failed else None)
     table.add_row("in the store", str(stored_total), style="bold")
     console.print(table)
+    if report.damaged:
+        console.print(
+            "damaged in the earlier store, so decoded again: "
+            + ", ".join(report.damaged[:MAX_LISTED_FAILURES]),
+            highlight=False,
+        )
     if report.frames_lost:
         console.print(
             f"{report.frames_lost} corrupt packets were skipped while decoding (see frames_lost per sample)"
@@ -68,6 +88,33 @@ def print_preprocess_report(report, stored_total: int) -> None:
             f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (all listed by `aqa info --json`)"
         )
     console.print(f"done in {report.seconds:.1f} s")
+
+
+def print_verification(verification: dict) -> None:
+    """`aqa info --verify`: how many samples were read and checked, and which are damaged."""
+    checks = "chunk checksums and per-sample sha256"
+    if not verification["checksums"]:
+        checks = (
+            "chunk checksums only: this store records no per-sample sha256 (it was written before they "
+            "existed; rerunning `aqa preprocess` on it adds them)"
+        )
+    damaged = verification["damaged"]
+    console.print(
+        f"verified {verification['samples']} samples ({checks}): "
+        + (f"{len(damaged)} damaged" if damaged else "all intact"),
+        highlight=False,
+    )
+    for entry in damaged[:MAX_LISTED_FAILURES]:
+        console.print(
+            f"[red]damaged[/red] {entry['id']} (row {entry['row']}): {entry['problem']}", highlight=False
+        )
+    if len(damaged) > MAX_LISTED_FAILURES:
+        console.print(f"... and {len(damaged) - MAX_LISTED_FAILURES} more (all listed by `--json`)")
+    if damaged:
+        console.print(
+            "rerun `aqa preprocess` with the same source and --out to decode the damaged samples again",
+            highlight=False,
+        )
 
 
 def print_summary(summary: dict, as_json: bool) -> None:
@@ -249,3 +296,86 @@ def print_scores(results: list[dict], as_json: bool) -> None:
     for result in results:
         if "error" in result:
             console.print(Text(f"failed: {result['error']}", style="red"))  # the error names the file
+
+
+def print_extract_report(report) -> None:
+    if report.up_to_date:
+        console.print(
+            f"{report.out} is up to date ({report.samples} samples); nothing to do", highlight=False
+        )
+        return
+    rate = report.computed / report.seconds if report.seconds else 0.0
+    console.print(
+        f"wrote {report.out}: {report.samples} samples ({report.computed} computed now, {report.reused} "
+        f"found done) in {report.seconds:.1f} s, {rate:.1f} samples/s",
+        highlight=False,
+    )
+    backbone = report.attributes["backbone"]
+    console.print(
+        f"backbone: {backbone['summary']}; weights {backbone['weights_sha256'][:16]}"
+        + (f" (seed {backbone['seed']})" if backbone["seed"] is not None else "")
+        + f"; normalization {backbone['normalization']['name']}",
+        highlight=False,
+    )
+    console.print(f"train the heads with: aqa train --features {report.out}", highlight=False)
+
+
+def print_import_report(report) -> None:
+    splits = ", ".join(f"{count} {split}" for split, count in report.splits.items())
+    console.print(
+        f"wrote {report.out}: {report.samples} videos ({splits}), features of width {report.feature_dim}, "
+        f"{report.clips[0]}-{report.clips[1]} clips per video, score columns "
+        f"{', '.join(report.score_columns)} (default target {report.score_columns[0]}), "
+        f"in {report.seconds:.1f} s",
+        highlight=False,
+    )
+    console.print(f"train the heads with: aqa train --features {report.out} --target COLUMN", highlight=False)
+
+
+def print_feature_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{summary['path']}  ({_size(summary['size_bytes'])})", show_header=False)
+    clips = summary["clips"] or {}
+    rows = {
+        "samples": f"{summary['samples']} ({', '.join(f'{n} {s}' for s, n in summary['splits'].items())})",
+        "features": f"{summary['dtype']}, width {summary['feature_dim']}, "
+        f"{clips.get('min')}-{clips.get('max')} clips, {len(summary['views'])} view(s)",
+        "score columns": f"{', '.join(summary['score_columns'])} (default {summary['default_target']})",
+        "source": summary["source"],
+    }
+    if summary["backbone"]:
+        backbone = summary["backbone"]
+        rows["backbone"] = f"{backbone['summary']}, normalization {backbone['normalization']['name']}"
+        rows["weights"] = backbone["weights"] or f"random init, seed {backbone['seed']}"
+        rows["weights sha256"] = backbone["weights_sha256"]
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+class ExperimentReporter:
+    """`aqa experiment` on the terminal: a bar per extraction, a line per finished run."""
+
+    def extraction(self, name: str):
+        return sample_progress(f"extract {name}")
+
+    def finished(self, result, done: int, total: int) -> None:
+        where = f"[{done}/{total}] {result.cell.name} {result.agg} seed {result.seed}"
+        if result.error:
+            console.print(f"{where}: [red]failed[/red]: {result.error}", highlight=False)
+        else:
+            console.print(
+                f"{where}: test rho {result.rho:.4f}, R-l2 {result.r_l2:.3f} ({result.seconds:.1f} s)",
+                highlight=False,
+            )
+
+
+def print_experiment(outcome: dict) -> None:
+    out = outcome["out"]
+    console.print((out / "table.md").read_text(), highlight=False, markup=False, soft_wrap=True)
+    written = ["table.md", "table.csv", "results.csv", "experiment.toml"]
+    if outcome["plot"]:
+        written.append("table.png")
+    console.print(f"wrote {', '.join(str(out / name) for name in written)}", highlight=False)

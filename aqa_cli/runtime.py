@@ -17,7 +17,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AqaError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AqaError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu")
     return device

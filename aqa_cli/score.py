@@ -169,7 +169,6 @@ def _explain(clip: np.ndarray, result: dict, clip_len: int, path: Path) -> Path:
     title = f"{Path(result['path']).name}: score {result['score']:.2f} = {result['score_rule']}"
     if result["score_rule"] == TIMES_DIFFICULTY:
         title += f" ({result['quality']:.2f} x {result['difficulty']:g})"
-    path.parent.mkdir(parents=True, exist_ok=True)
     return plot_clip_explanation(frames, [entry["weight"] for entry in result["clips"]], title, path)
 
 

@@ -7,12 +7,15 @@ Crash safety: the store file is only ever created by an atomic rename. While `aq
 every finished sample is its own small file in `STORE.partial/` (written to a temporary name, then
 renamed), so a kill at any moment loses at most the samples in flight. Assembly copies those
 compressed chunks as they are (`write_direct_chunk`: no recompression) into `STORE.tmp`, then renames.
+
+Integrity: every frames chunk carries a Fletcher-32 checksum, and every sample a sha256 of its frames
+(`samples/frames_sha256`) and one of its metadata (`samples/meta_sha256`), computed when the sample is
+written. Readers check all metadata when they open a store and each sample's frames when they first read
+them; `verify_samples` checks everything.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -30,6 +33,8 @@ import numpy as np
 
 from aqa_cli import __version__
 from aqa_cli.errors import AqaError
+from aqa_cli.files import atomic_write, writer_lock
+from aqa_cli.files import write_error as _disk_error
 
 FORMAT_NAME = "aqa-video-store"
 FORMAT_VERSION = 1
@@ -52,6 +57,11 @@ COLUMNS: dict[str, object] = {
     "index": np.int64,
     "extra": TEXT,
 }
+# Per-sample checksums, hex sha256 text (`sample_checksums`); stores written before they existed lack
+# these columns and are still read.
+FRAMES_SHA256 = "frames_sha256"  # of the frame bytes
+META_SHA256 = "meta_sha256"  # of frame_index and every column above
+CHECKSUMS = (FRAMES_SHA256, META_SHA256)
 
 
 @dataclass(frozen=True)
@@ -99,16 +109,32 @@ class StoredSample:
         return row
 
 
+def frames_checksum(frames: np.ndarray) -> str:
+    """sha256 of a sample's frame bytes: (T, H, W, 3) uint8 in C order."""
+    return hashlib.sha256(np.ascontiguousarray(frames, dtype=np.uint8).data).hexdigest()
+
+
+def metadata_checksum(frame_index: np.ndarray, columns: dict) -> str:
+    """sha256 of a sample's frame_index (int64 little endian), then each column in `COLUMNS` order (text
+    as UTF-8, numbers as their little-endian dtype), each preceded by its byte length (8 bytes, little
+    endian)."""
+    digest = hashlib.sha256(np.ascontiguousarray(frame_index, dtype="<i8").tobytes())
+    for name, dtype in COLUMNS.items():
+        value = columns[name]
+        if dtype is TEXT:
+            data = value if isinstance(value, bytes) else str(value).encode()
+        else:
+            data = np.asarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def sample_checksums(frames: np.ndarray, frame_index: np.ndarray, columns: dict) -> dict[str, str]:
+    return {FRAMES_SHA256: frames_checksum(frames), META_SHA256: metadata_checksum(frame_index, columns)}
+
+
 def _segment_name(sample_id: str) -> str:
     return hashlib.sha1(sample_id.encode()).hexdigest()[:20] + ".h5"
-
-
-def _disk_error(exc: OSError, where: Path) -> AqaError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return AqaError(f"disk full while writing {where}: free some space and rerun to resume")
-    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return AqaError(f"cannot write {where}: {exc.strerror}; choose a writable --out")
-    return AqaError(f"cannot write {where}: {exc}")
 
 
 class PartialWork:
@@ -133,15 +159,20 @@ class PartialWork:
                         f"rerun with those settings, or delete {self.dir} to start over"
                     )
             else:
-                _atomic_write_text(config_file, json.dumps(asdict(self.config)))
+                atomic_write(config_file, json.dumps(asdict(self.config)))
         except OSError as exc:
             raise _disk_error(exc, self.dir) from exc
 
     def done_ids(self) -> set[str]:
+        """Ids of the finished samples whose files read back intact; a damaged file is deleted, so that
+        its sample is decoded again."""
         done = set()
         for path in self.dir.glob("*.h5"):
-            with h5py.File(path, "r") as f:
-                done.add(f.attrs["id"])
+            sample_id = _intact_sample_file(path)
+            if sample_id is None:
+                path.unlink()
+            else:
+                done.add(sample_id)
         return done
 
     def write(self, sample: StoredSample) -> None:
@@ -151,13 +182,15 @@ class PartialWork:
         instead of a half-written HDF5 file and h5py errors at close.
         """
         image = io.BytesIO()
+        columns = sample.columns()
         with h5py.File(image, "w") as f:
             f.create_dataset(
                 "frames", data=sample.frames, chunks=sample.frames.shape, **self.config.filters()
             )
             f.create_dataset("frame_index", data=sample.frame_index)
-            for name, value in sample.columns().items():
+            for name, value in columns.items():
                 f.attrs[name] = value
+            f.attrs.update(sample_checksums(sample.frames, sample.frame_index, columns))
         final = self.dir / _segment_name(sample.id)
         temp = final.with_suffix(".tmp")
         try:
@@ -177,6 +210,17 @@ class PartialWork:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _intact_sample_file(path: Path) -> str | None:
+    """The id of a `PartialWork` sample file whose frames and checksum read back intact, else None."""
+    try:
+        with h5py.File(path, "r") as f:
+            columns = {name: f.attrs[name] for name in COLUMNS}
+            actual = sample_checksums(f["frames"][()], f["frame_index"][()], columns)
+            return str(columns["id"]) if actual == {name: f.attrs.get(name) for name in CHECKSUMS} else None
+    except Exception:  # noqa: BLE001 - h5py raises many types on damaged files; any of them means redo it
+        return None
+
+
 def partial_dir_for(store_path: Path) -> Path:
     return Path(str(store_path) + ".partial")
 
@@ -193,33 +237,9 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_suffix(path.suffix + ".tmp")
-    temp.write_text(text)
-    _fsync_file(temp)
-    os.replace(temp, path)
-
-
-@contextmanager
-def store_lock(store_path: Path) -> Iterator[None]:
+def store_lock(store_path: Path):
     """Refuse a second writer of the same store (an advisory lock the OS drops if we die)."""
-    lock_path = Path(str(store_path) + ".lock")
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a")  # noqa: SIM115 - held for the whole block
-    except OSError as exc:
-        raise _disk_error(exc, lock_path) from exc
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AqaError(
-                f"another aqa process is writing {store_path} (it holds {lock_path}); "
-                "wait for it to finish or stop it, then rerun"
-            ) from None
-        yield
-    finally:
-        handle.close()
+    return writer_lock(Path(str(store_path) + ".lock"), store_path)
 
 
 @dataclass
@@ -241,7 +261,8 @@ def assemble_store(
     """Write `out` from finished samples, in the given order, through `out.tmp` and an atomic rename.
 
     Each row is (id, file, row): a sample file from `PartialWork` (row -1) or a row of an earlier store.
-    Compressed chunks are copied as they are.
+    Compressed chunks are copied as they are, with each sample's checksum (computed here only for the
+    rows of an earlier store written before stores had checksums).
     """
     temp = Path(str(out) + ".tmp")
     n = len(rows)
@@ -257,21 +278,26 @@ def assemble_store(
                 **config.filters(),
             )
             frame_index = dst.create_dataset("samples/frame_index", shape=(n, config.frames), dtype=np.int64)
-            columns = {name: [] for name in COLUMNS}
+            all_columns = {**COLUMNS, **dict.fromkeys(CHECKSUMS, TEXT)}
+            columns = {name: [] for name in all_columns}
             for position, (_, path, row) in enumerate(rows):
                 with h5py.File(path, "r") as src:
                     if row < 0:
                         filter_mask, chunk = src["frames"].id.read_direct_chunk((0, 0, 0, 0))
                         frame_index[position] = src["frame_index"][()]
-                        values = {name: src.attrs[name] for name in COLUMNS}
+                        values = {name: src.attrs[name] for name in all_columns}
                     else:
                         filter_mask, chunk = src["frames"].id.read_direct_chunk((row, 0, 0, 0, 0))
                         frame_index[position] = src["samples/frame_index"][row]
                         values = {name: src["samples"][name][row] for name in COLUMNS}
+                        if FRAMES_SHA256 in src["samples"]:
+                            values.update({name: src["samples"][name][row] for name in CHECKSUMS})
+                        else:
+                            values.update(sample_checksums(src["frames"][row], frame_index[position], values))
                 frames.id.write_direct_chunk((position, 0, 0, 0, 0), chunk, filter_mask)
                 for name, value in values.items():
                     columns[name].append(value.decode() if isinstance(value, bytes) else value)
-            for name, dtype in COLUMNS.items():
+            for name, dtype in all_columns.items():
                 dst.create_dataset(
                     f"samples/{name}",
                     data=np.array(columns[name], dtype=object if dtype is TEXT else dtype),
@@ -328,10 +354,27 @@ def _write_root_attributes(dst: h5py.File, config: StoreConfig, attributes: Stor
     )
 
 
+MAX_NAMED = 5  # damaged samples named in one error line
+_REBUILD = (
+    "`aqa info --verify STORE` lists the damage, and rerunning `aqa preprocess` with the same source and "
+    "--out decodes damaged samples again"
+)
+
+
+class StoreReadError(AqaError):
+    """Part of a store cannot be read back, or does not match its checksum: its bytes are damaged."""
+
+    def __init__(self, message: object = "", problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem  # what is wrong, without the file and the remedy
+
+
 class VideoStore:
     """Read access to a store; opens the file read-only and checks that it is one of ours."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, check: bool = True):
+        """`check`: refuse a store whose samples' metadata do not match their checksums (`aqa info
+        --verify` and resuming preprocess open without it, to find and replace the damaged samples)."""
         self.path = Path(path)
         if not self.path.exists():
             raise AqaError(f"store not found: {self.path}; create it with `aqa preprocess`")
@@ -340,19 +383,44 @@ class VideoStore:
         except OSError as exc:
             raise AqaError(
                 f"cannot open {self.path} as HDF5 ({exc}); it is not a store or it is damaged: "
-                "rerun `aqa preprocess` to rebuild it"
+                "delete it and rerun `aqa preprocess` to rebuild it"
             ) from exc
-        if self.file.attrs.get("format") != FORMAT_NAME:
+        self._frames_sha256: np.ndarray | None = None  # loaded on the first check of frames
+        self._verified: set[int] = set()
+        try:
+            self._check(check)
+        except BaseException:
             self.file.close()
+            raise
+
+    def _check(self, metadata: bool) -> None:
+        """That the file is an aqa store this version reads (StoreReadError: it is ours, but damaged)."""
+        try:
+            format_name = self.file.attrs.get("format")
+            version = int(self.file.attrs.get("format_version", 0))
+        except Exception as exc:  # noqa: BLE001 - h5py raises many types on damaged metadata
+            raise AqaError(str(self._damaged("its attributes", exc))) from None
+        if format_name != FORMAT_NAME:
             raise AqaError(
-                f"{self.path} is an HDF5 file but not an aqa video store (no format={FORMAT_NAME})"
+                f"{self.path} is an HDF5 file but not an aqa video store (no format={FORMAT_NAME}); if it "
+                f"is a damaged store, delete it and rerun `aqa preprocess` to rebuild it"
             )
-        version = int(self.file.attrs["format_version"])
         if version > FORMAT_VERSION:
-            self.file.close()
             raise AqaError(
                 f"{self.path} has store format {version}, newer than this aqa reads "
-                f"({FORMAT_VERSION}): upgrade aqa"
+                f"({FORMAT_VERSION}): upgrade aqa (or, if it is a damaged store, delete it and rerun "
+                "`aqa preprocess` to rebuild it)"
+            )
+        try:
+            self.config, len(self)  # noqa: B018 - read once here, so that damage shows up now
+        except Exception as exc:  # noqa: BLE001
+            raise self._damaged("its layout", exc) from None
+        damaged = self.damaged_metadata() if metadata else {}
+        if damaged:
+            names = ", ".join(self._name(row) for row in sorted(damaged)[:MAX_NAMED])
+            raise StoreReadError(
+                f"{self.path}: the metadata of {len(damaged)} sample(s) ({names}) do not match their "
+                f"checksums: the file is damaged; {_REBUILD}"
             )
 
     def __enter__(self) -> VideoStore:
@@ -376,20 +444,116 @@ class VideoStore:
         )
 
     def column(self, name: str) -> np.ndarray:
-        data = self.file["samples"][name]
-        return data.asstr()[()] if data.dtype.kind == "O" else data[()]
+        try:
+            data = self.file["samples"][name]
+            return data.asstr()[()] if data.dtype.kind == "O" else data[()]
+        except Exception as exc:  # noqa: BLE001 - h5py raises many types on damaged metadata
+            raise self._damaged(f"its column samples/{name}", exc) from None
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the store records per-sample checksums (stores written before they existed do not)."""
+        try:
+            return FRAMES_SHA256 in self.file["samples"]
+        except Exception as exc:  # noqa: BLE001 - h5py raises many types on damaged metadata
+            raise self._damaged("its samples group", exc) from None
+
+    def damaged_metadata(self) -> dict[int, str]:
+        """Rows whose frame_index and columns do not match their meta_sha256, with the problem."""
+        if not self.has_checksums:
+            return {}
+        columns = {name: self.column(name) for name in COLUMNS}
+        frame_index, recorded = self.column("frame_index"), self.column(META_SHA256)
+        if any(len(column) != len(self) for column in (*columns.values(), frame_index, recorded)):
+            raise self._damaged("its columns", ValueError("they differ in length"))
+        problem = "its metadata do not match their sha256"
+        rows = {row: {name: column[row] for name, column in columns.items()} for row in range(len(self))}
+        return {
+            row: problem
+            for row, values in rows.items()
+            if metadata_checksum(frame_index[row], values) != recorded[row]
+        }
 
     def frames(self, i: int) -> np.ndarray:
-        """All stored frames of sample i as (T, H, W, 3) uint8."""
-        return self.file["frames"][i]
+        """All stored frames of sample i as (T, H, W, 3) uint8; a damaged chunk fails its Fletcher-32
+        checksum, which is a StoreReadError naming the sample."""
+        try:
+            return self.file["frames"][i]
+        except OSError as exc:
+            raise self._damaged(
+                f"the frames of sample {self._name(i)}",
+                exc,
+                "its frames fail their chunk checksum (Fletcher-32) or cannot be read",
+            ) from None
+
+    def verified_frames(self, i: int) -> np.ndarray:
+        """`frames(i)`, checked against the sample's frames_sha256 the first time this reader reads them
+        (stores without checksums: the chunk checksum only)."""
+        frames = self.frames(i)
+        if i in self._verified or not self.has_checksums:
+            return frames
+        if self._frames_sha256 is None:
+            self._frames_sha256 = self.column(FRAMES_SHA256)
+        if frames_checksum(frames) != self._frames_sha256[i]:
+            problem = "its frames do not match their sha256"
+            raise StoreReadError(
+                f"{self.path}: sample {self._name(i)} is damaged: {problem}; {_REBUILD}", problem
+            )
+        self._verified.add(i)
+        return frames
+
+    def _name(self, i: int) -> str:
+        try:
+            return f"{self.file['samples/id'].asstr()[i]} (row {i})"
+        except Exception:  # noqa: BLE001 - the id itself may be what is damaged
+            return f"row {i}"
+
+    def _damaged(self, what: str, exc: Exception, problem: str = "") -> StoreReadError:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StoreReadError(
+            f"{self.path}: {what} cannot be read ({reason}): the file is damaged; {_REBUILD}", problem
+        )
 
     def failed(self) -> list[tuple[str, str]]:
-        return [tuple(item) for item in json.loads(self.file.attrs.get("failed", "[]"))]
+        try:
+            return [tuple(item) for item in json.loads(self.file.attrs.get("failed", "[]"))]
+        except Exception as exc:  # noqa: BLE001 - a damaged attribute is not JSON, or not readable
+            raise self._damaged("its list of failed samples", exc) from None
+
+
+def verify_samples(store: VideoStore) -> Iterator[tuple[int, str, str]]:
+    """(row, id, problem) for every sample, reading everything: problem is "" when the sample's frames
+    pass their chunk checksum and frames and metadata match their sha256 (when the store has them)."""
+    damaged = store.damaged_metadata()
+    for row, sample_id in enumerate(store.column("id")):
+        if row in damaged:
+            yield row, sample_id, damaged[row]
+            continue
+        try:
+            store.verified_frames(row)
+        except StoreReadError as exc:
+            if not exc.problem:  # not this sample: the store's own structure is damaged
+                raise
+            yield row, sample_id, exc.problem
+            continue
+        yield row, sample_id, ""
+
+
+def verify_store(path: str | Path) -> dict:
+    """`aqa info --verify`: every sample read and checked (see `verify_samples`), as plain JSON types."""
+    with VideoStore(path, check=False) as store:
+        damaged = [
+            {"id": sample_id, "row": row, "problem": problem}
+            for row, sample_id, problem in verify_samples(store)
+            if problem
+        ]
+        return {"samples": len(store), "checksums": store.has_checksums, "damaged": damaged}
 
 
 def summarize(path: str | Path) -> dict:
-    """Counts per split, score/difficulty ranges, frame counts and size on disk, as plain JSON types."""
-    with VideoStore(path) as store:
+    """Counts per split, score/difficulty ranges, frame counts and size on disk, as plain JSON types
+    (of a damaged store too: `verify_store` says what is damaged)."""
+    with VideoStore(path, check=False) as store:
         attrs = store.file.attrs
         splits = store.column("split") if len(store) else np.array([], dtype=object)
         scores = store.column("score") if len(store) else np.array([])
@@ -496,7 +660,9 @@ def merge_stores(shards: Iterable[Path], out: Path) -> None:
                 "samples/frame_index",
                 data=np.stack([stores[k].file["samples/frame_index"][row] for _, k, row in rows]),
             )
-            for name, dtype in COLUMNS.items():
+            with_checksums = all(s.has_checksums for s in stores)
+            copied = {**COLUMNS, **dict.fromkeys(CHECKSUMS, TEXT)} if with_checksums else COLUMNS
+            for name, dtype in copied.items():
                 values = [stores[k].column(name)[row] for _, k, row in rows]
                 dst.create_dataset(
                     f"samples/{name}",

@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -24,10 +25,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from aqa_cli.checkpoint import BEST, LAST, RUNS_DIR, load_checkpoint, save_checkpoint
 from aqa_cli.config import LOSSES, TrainConfig
-from aqa_cli.data import SeededShuffle, StoreClips, WindowConfig, split_rows
+from aqa_cli.data import SeededShuffle, StoreClips, WindowConfig, check_window, split_rows
 from aqa_cli.errors import AqaError
-from aqa_cli.evaluate import metrics, predict, score_range
-from aqa_cli.models import ModelConfig, build_model
+from aqa_cli.evaluate import Predictions, metrics, predict, score_range
+from aqa_cli.files import atomic_write, writer_lock
+from aqa_cli.models import AGGREGATIONS, DEFAULT_FAMILY, AQAHead, ModelConfig, Normalization, build_model
+from aqa_cli.models.backbones import check_architecture
 from aqa_cli.runtime import Distributed, autocast, init_distributed, resolve_precision
 from aqa_cli.store import VideoStore
 
@@ -73,21 +76,23 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResult:
-    """Train as the config says; with `resume`, continue the run in `config.out` from its last epoch."""
-    if config.loss not in LOSSES:
-        raise AqaError(f"unknown --loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
-    if config.batch_size < 1 or config.accumulate < 1 or config.epochs < 1:
-        raise AqaError("--batch-size, --accumulate and --epochs must be at least 1")
+    """Train as the config says; with `resume`, continue the run in `config.out` from its last epoch.
+
+    With `config.features` only the heads train, on a feature store (`aqa_cli.head_training`).
+    """
+    if config.features:
+        from aqa_cli.head_training import train_heads
+
+        return train_heads(config, resume, console)
+    check_optimisation(config)
     distributed, device = init_distributed(config.device)
     precision = resolve_precision(config.precision, device)
+    check_settings(config)
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
-    if not resume and (run_dir / LAST).exists():
-        raise AqaError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
-    state = _resume_state(run_dir, config) if resume else None
+    run_dir, state = open_run(config, resume, default_run_dir(config))
     torch.manual_seed(config.seed)
     model_config = ModelConfig(
         depth=config.depth,
@@ -106,10 +111,6 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
     model = build_model(model_config, weights, grad_checkpoint=config.grad_checkpoint)
     if weights and distributed.is_main and console is not None:
         console.print(f"backbone: {model.backbone.weights_summary}")
-    if config.frames % config.clip:
-        raise AqaError(
-            f"--clip {config.clip} does not divide --frames {config.frames}: use 8, 16 or 32 for 96 frames"
-        )
     window = WindowConfig(config.frames, config.jitter, config.crop, config.flip)
     rows = split_rows(config.store, config.val_fraction, config.seed)
     if not rows["train"]:
@@ -118,10 +119,11 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
         )
     train_set = StoreClips(config.store, rows["train"], window, train=True, seed=config.seed)
     window = train_set.window
-    score_span = score_range(config.store)
 
     if state is None:
-        _start_regressor_at_mean_quality(model, train_set)
+        start_regressor_at_mean_quality(
+            model.head, train_set.scores[train_set.rows], train_set.difficulties[train_set.rows]
+        )
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
@@ -136,20 +138,6 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
     optimizer = torch.optim.Adam(groups)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     trained = DistributedDataParallel(model) if distributed.enabled else model
-    metrics_rows: list[dict] = []
-    best = {"epoch": None, "val_rho": -math.inf}
-    start_epoch = 1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        metrics_rows, best, start_epoch = state["metrics"], state["best"], state["epoch"] + 1
-
-    fingerprint = store_fingerprint(config.store)
-    if distributed.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(dataclasses.replace(config, out=str(run_dir)).to_toml())
     sampler = (
         DistributedSampler(train_set, seed=config.seed)
         if distributed.enabled
@@ -164,35 +152,161 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
         persistent_workers=config.workers > 0,
     )
     normalization = model.backbone.normalization
+
+    def forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        video = normalization.apply(batch["video"].to(device, non_blocking=True))
+        if channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(device, precision):
+            out = trained(video, batch["difficulty"].to(device))
+        return out.score.float(), batch["score"].to(device)
+
+    def evaluate(split_rows_: list[int]) -> Predictions:
+        return predict(model, config.store, split_rows_, window, device, precision, config.batch_size)
+
+    return run_epochs(
+        EpochLoop(
+            config=config,
+            run_dir=run_dir,
+            model=model,
+            trained=trained,
+            loader=loader,
+            epoch_aware=(train_set, sampler),
+            forward=forward,
+            evaluate=evaluate,
+            rows=rows,
+            score_span=score_range(config.store),
+            optimizer=optimizer,
+            scaler=scaler,
+            distributed=distributed,
+            device=device,
+            payload_base={
+                "model_config": model.config.to_dict(),
+                "window": dataclasses.asdict(window),
+                "store": store_fingerprint(config.store),
+            },
+            state=state,
+            console=console,
+        )
+    )
+
+
+def check_optimisation(config: TrainConfig) -> None:
+    if config.loss not in LOSSES:
+        raise AqaError(f"unknown --loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.batch_size < 1 or config.accumulate < 1 or config.epochs < 1:
+        raise AqaError("--batch-size, --accumulate and --epochs must be at least 1")
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Settings wrong on their own, together, or for the store, found before anything is built or read."""
+    for name in ("clip", "frames", "crop", "jitter"):
+        if getattr(config, name) < 1:
+            raise AqaError(f"--{name} must be at least 1 (got {getattr(config, name)})")
+    if config.frames % config.clip:
+        raise AqaError(
+            f"--clip {config.clip} does not divide --frames {config.frames}: use 8, 16 or 32 for 96 frames"
+        )
+    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction"):
+        value, flag = getattr(config, name), "--" + name.replace("_", "-")
+        if not (math.isfinite(value) and value >= 0):
+            raise AqaError(f"{flag} must be a finite number >= 0 (got {value})")
+        if name in ("wd_dropout", "val_fraction") and value >= 1:
+            raise AqaError(f"{flag} must be below 1 (got {value})")
+    if config.channels_last not in ("auto", "on", "off"):
+        raise AqaError(f"--channels-last {config.channels_last!r}: use auto, on or off")
+    if config.agg not in AGGREGATIONS:
+        raise AqaError(f"unknown aggregation {config.agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+    if config.normalization:
+        Normalization.named(config.normalization)
+    if not config.weights:  # with weights, the file says what it is (checked when it is read)
+        check_architecture(config.depth, config.conv, config.family or DEFAULT_FAMILY)
+    with VideoStore(config.store) as store:
+        stored = store.config
+    window = WindowConfig(config.frames, config.jitter, config.crop, config.flip)
+    check_window(window, stored.frames, stored.height, stored.width, config.store)
+
+
+def open_run(config: TrainConfig, resume: bool, default_dir: Path) -> tuple[Path, dict | None]:
+    """The run directory (`config.out`, else `default_dir`) and, with `resume`, its last checkpoint."""
+    run_dir = Path(config.out) if config.out else default_dir
+    if not resume and (run_dir / LAST).exists():
+        raise AqaError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+    return run_dir, _resume_state(run_dir) if resume else None
+
+
+@dataclasses.dataclass
+class EpochLoop:
+    """What the epoch loop needs; end-to-end and head-only training differ only in what they put here."""
+
+    config: TrainConfig
+    run_dir: Path
+    model: torch.nn.Module  # what the checkpoints hold
+    trained: torch.nn.Module  # what the batches go through (the model, or its DDP wrapper)
+    loader: DataLoader
+    epoch_aware: tuple  # datasets and samplers whose randomness follows the epoch (`set_epoch`)
+    forward: Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # batch -> (predicted, true) scores
+    evaluate: Callable[[list[int]], Predictions]  # rows of a split -> predictions (evaluation mode)
+    rows: dict[str, list[int]]  # per split
+    score_span: tuple[float, float]  # for R-l2
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    distributed: Distributed
+    device: torch.device
+    payload_base: dict  # what every checkpoint records besides weights and training state
+    state: dict | None  # the checkpoint to resume from
+    console: object = None
+
+
+def run_epochs(loop: EpochLoop) -> TrainResult:
+    """Train epoch after epoch: validation-based selection (best.pt), an atomic last.pt every epoch,
+    metrics.csv and curves.png; resumes from `loop.state` exactly where it stopped. One process at a
+    time writes a run (`RUN/train.lock`); a second one stops with a clear message."""
+    if not loop.distributed.is_main:
+        return _train_epochs(loop)
+    with writer_lock(loop.run_dir / "train.lock", loop.run_dir):
+        return _train_epochs(loop)
+
+
+def _train_epochs(loop: EpochLoop) -> TrainResult:
+    config, run_dir, model, distributed = loop.config, loop.run_dir, loop.model, loop.distributed
+    optimizer, scaler, rows = loop.optimizer, loop.scaler, loop.rows
+    metrics_rows: list[dict] = []
+    best = {"epoch": None, "val_rho": -math.inf}
+    start_epoch = 1
+    if loop.state is not None:
+        state = loop.state
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        metrics_rows, best, start_epoch = state["metrics"], state["best"], state["epoch"] + 1
+    if distributed.is_main:
+        atomic_write(run_dir / "config.toml", dataclasses.replace(config, out=str(run_dir)).to_toml())
     payload_base = {
-        "model_config": model.config.to_dict(),
-        "window": dataclasses.asdict(window),
-        "store": fingerprint,
+        **loop.payload_base,
         "train_config": dataclasses.asdict(dataclasses.replace(config, out=str(run_dir))),
     }
 
     from aqa_cli.report import training_progress
 
-    with training_progress(console, enabled=distributed.is_main) as progress:
+    with training_progress(loop.console, enabled=distributed.is_main) as progress:
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
-            train_set.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            trained.train()
+            for user in loop.epoch_aware:
+                user.set_epoch(epoch)
+            loop.trained.train()
             loss_sum, seen = 0.0, 0
-            task = progress.start_epoch(epoch, config.epochs, len(loader))
+            task = progress.start_epoch(epoch, config.epochs, len(loop.loader))
             optimizer.zero_grad(set_to_none=True)
-            for step, batch in enumerate(loader, start=1):
-                video = normalization.apply(batch["video"].to(device, non_blocking=True))
-                if channels_last:
-                    video = video.contiguous(memory_format=torch.channels_last_3d)
-                true = batch["score"].to(device)
-                sync = step % config.accumulate == 0 or step == len(loader)
-                context = trained.no_sync() if distributed.enabled and not sync else contextlib.nullcontext()
+            for step, batch in enumerate(loop.loader, start=1):
+                sync = step % config.accumulate == 0 or step == len(loop.loader)
+                context = (
+                    loop.trained.no_sync() if distributed.enabled and not sync else contextlib.nullcontext()
+                )
                 with context:
-                    with autocast(device, precision):
-                        out = trained(video, batch["difficulty"].to(device))
-                    loss = loss_fn(config.loss, out.score.float(), true)
+                    predicted, true = loop.forward(batch)
+                    loss = loss_fn(config.loss, predicted, true)
                     scaler.scale(loss / config.accumulate).backward()
                 if sync:
                     scaler.step(optimizer)
@@ -205,21 +319,18 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
                 loss_sum += loss.item() * len(true)
                 seen += len(true)
                 progress.step(task, loss_sum / seen, len(true))
-            row = {"epoch": epoch, "train_loss": _mean_across(distributed, loss_sum, seen, device)}
+            row = {"epoch": epoch, "train_loss": _mean_across(distributed, loss_sum, seen, loop.device)}
             if distributed.is_main:
                 for split in ("val", "test"):
                     if rows[split] and (split == "val" or config.test_curve):
-                        found = predict(
-                            model, config.store, rows[split], window, device, precision, config.batch_size
-                        )
-                        result = metrics(found.score, found.true, score_span)
+                        found = loop.evaluate(rows[split])
+                        result = metrics(found.score, found.true, loop.score_span)
                         row[f"{split}_rho"], row[f"{split}_r_l2"] = result["rho"], result["r_l2"]
                 row["lr"] = optimizer.param_groups[0]["lr"]
                 row["seconds"] = round(time.perf_counter() - started, 2)
                 metrics_rows.append(row)
-                is_best = rows["val"] and row.get("val_rho", -math.inf) > best["val_rho"]
-                if is_best:
-                    best = {"epoch": epoch, "val_rho": row["val_rho"]}
+                if rows["val"] and _better_on_validation(row, best):
+                    best = {"epoch": epoch, "val_rho": row["val_rho"], "val_r_l2": row["val_r_l2"]}
                     save_checkpoint(
                         run_dir / BEST, {**payload_base, "model": model.state_dict(), "epoch": epoch}
                     )
@@ -242,23 +353,38 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
     if distributed.is_main:
         from aqa_cli.plots import plot_training_curves
 
+        if start_epoch > config.epochs:  # resumed after the last epoch: its outputs may be incomplete
+            from aqa_cli.report import status_console
+
+            status_console.print(
+                f"{run_dir} already finished {start_epoch - 1} epochs: nothing to train (raise --epochs to "
+                "train longer); metrics.csv and curves.png written again",
+                highlight=False,
+            )
+            _write_metrics(run_dir, metrics_rows)
         plot_training_curves(metrics_rows, run_dir / "curves.png")
     if distributed.enabled:
         torch.distributed.destroy_process_group()
     return TrainResult(run_dir, metrics_rows, best["epoch"])
 
 
-def _start_regressor_at_mean_quality(model, train_set: StoreClips) -> None:
+def start_regressor_at_mean_quality(head: AQAHead, scores: np.ndarray, difficulties: np.ndarray) -> None:
     """Start the regressor's bias at the mean training quality (score / difficulty), not at 0: the
     first epochs then learn differences between dives instead of the scale of the scores."""
-    rows = train_set.rows
-    scores, difficulties = train_set.scores[rows], train_set.difficulties[rows]
-    if model.head.use_difficulty:
+    if head.use_difficulty:
         scores = np.where(
             np.isfinite(difficulties), scores / np.where(difficulties > 0, difficulties, 1), scores
         )
     with torch.no_grad():
-        model.head.regressor.bias.fill_(float(np.mean(scores)))
+        head.regressor.bias.fill_(float(np.mean(scores)))
+
+
+def _better_on_validation(row: dict, best: dict) -> bool:
+    """Higher validation rho wins; on a tie (small validation sets often reach 1.0) the lower R-l2."""
+    rho = row.get("val_rho", -math.inf)
+    if not math.isfinite(rho) or rho < best["val_rho"]:
+        return False
+    return rho > best["val_rho"] or row["val_r_l2"] < best.get("val_r_l2", math.inf)
 
 
 def _normalization(name: str) -> dict | None:
@@ -269,14 +395,11 @@ def _normalization(name: str) -> dict | None:
     return Normalization.named(name).to_dict()
 
 
-def _resume_state(run_dir: Path, config: TrainConfig) -> dict:
+def _resume_state(run_dir: Path) -> dict:
     path = run_dir / LAST
     if not path.is_file():
         raise AqaError(f"nothing to resume: {path} does not exist; start the run without --resume")
-    state = load_checkpoint(path)
-    if state["epoch"] >= config.epochs:
-        raise AqaError(f"{run_dir} already finished {state['epoch']} epochs; raise --epochs to train longer")
-    return state
+    return load_checkpoint(path)
 
 
 def _mean_across(distributed: Distributed, loss_sum: float, seen: int, device) -> float:
@@ -292,6 +415,4 @@ def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
     writer.writeheader()
     writer.writerows([{key: row.get(key, "") for key in METRIC_COLUMNS} for row in rows])
-    temp = run_dir / "metrics.csv.tmp"
-    temp.write_text(buffer.getvalue())
-    temp.replace(run_dir / "metrics.csv")
+    atomic_write(run_dir / "metrics.csv", buffer.getvalue())

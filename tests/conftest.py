@@ -1,29 +1,5 @@
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_aqa(*args, cwd=None, check=None, timeout=300) -> subprocess.CompletedProcess:
-    """Run the real `aqa` command line in a subprocess, as a user would."""
-    env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "aqa_cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if check is not None and result.returncode != check:
-        raise AssertionError(
-            f"exit {result.returncode} != {check}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
+from helpers import run_aqa
 
 
 @pytest.fixture

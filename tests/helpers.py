@@ -7,10 +7,14 @@ frame a stored frame came from.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import h5py
 import numpy as np
 
 NUMBER_BITS = 12
@@ -66,6 +70,27 @@ def write_video(
     return path
 
 
+def store_content(path: Path) -> dict:
+    """Everything in a store but its creation time, for comparing two runs."""
+    content = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: content.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+        )
+        content["attrs"] = {k: str(v) for k, v in f.attrs.items() if k != "created"}
+    return content
+
+
+def assert_same_content(a: Path, b: Path) -> None:
+    ca, cb = store_content(a), store_content(b)
+    assert ca.keys() == cb.keys()
+    for key in ca:
+        if isinstance(ca[key], np.ndarray):
+            np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+        else:
+            assert ca[key] == cb[key], key
+
+
 def write_number_video(path: Path, first: int, count: int, **kwargs) -> Path:
     """A video whose i-th frame (0-based) shows the number first + i."""
     return write_video(path, [number_frame(first + i) for i in range(count)], **kwargs)
@@ -85,3 +110,21 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
         for packet in [*stream.encode(frame), *stream.encode()]:
             container.mux(packet)
     return path
+
+
+def run_aqa(*args, cwd=None, check=None, timeout=900) -> subprocess.CompletedProcess:
+    """Run the real `aqa` command line in a subprocess, as a user would."""
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "aqa_cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if check is not None and result.returncode != check:
+        raise AssertionError(
+            f"exit {result.returncode} != {check}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result

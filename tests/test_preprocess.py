@@ -15,7 +15,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import number_frame, read_number, write_image, write_number_video
+from helpers import (
+    assert_same_content,
+    number_frame,
+    read_number,
+    store_content,
+    write_image,
+    write_number_video,
+)
 
 from aqa_cli.sampling import stored_indices
 from aqa_cli.store import VideoStore, store_lock
@@ -32,27 +39,6 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
 
 def stored_numbers(store: VideoStore, i: int) -> list[int]:
     return [read_number(frame) for frame in store.frames(i)]
-
-
-def store_content(path: Path) -> dict:
-    """Everything in a store but its creation time, for comparing two runs."""
-    content = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda name, obj: content.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-        )
-        content["attrs"] = {k: str(v) for k, v in f.attrs.items() if k != "created"}
-    return content
-
-
-def assert_same_content(a: Path, b: Path) -> None:
-    ca, cb = store_content(a), store_content(b)
-    assert ca.keys() == cb.keys()
-    for key in ca:
-        if isinstance(ca[key], np.ndarray):
-            np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
-        else:
-            assert ca[key] == cb[key], key
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory) -> Path:
     """12 synthetic dives stored with 24 frames each (enough for 16-frame windows with jitter)."""
-    from conftest import run_aqa
+    from helpers import run_aqa
 
     root = tmp_path_factory.mktemp("small")
     run_aqa("synth", root / "videos", "--videos", "12", "--seed", "3", check=0)
@@ -254,7 +254,7 @@ def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
     aqa(
         "train", *tiny, "--out", tmp_path / "untrained", "--epochs", "1", "--lr", "0", check=0
     )  # BN stats only
-    aqa("train", *tiny, "--out", tmp_path / "run", "--epochs", "12", "--lr", "3e-3", check=0)
+    aqa("train", *tiny, "--out", tmp_path / "run", "--epochs", "12", "--lr", "3e-3", check=0, timeout=1800)
     untrained = json.loads(aqa("eval", "--run", tmp_path / "untrained", "--json", check=0).stdout)
     trained = json.loads(aqa("eval", "--run", tmp_path / "run", "--json", check=0).stdout)
     baseline = trained["difficulty_baseline_rho"]

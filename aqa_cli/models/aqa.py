@@ -161,24 +161,30 @@ class AQAModel(nn.Module):
 
     def clip_features(self, video: Tensor) -> Tensor:
         """Backbone features (N, K, D) of the K contiguous clips of a normalized video (N, 3, L, H, W)."""
-        batch, channels, frames, height, width = video.shape
-        if frames % self.clip_len:
-            raise AqaError(
-                f"a video of {frames} frames does not split into clips of {self.clip_len} frames; "
-                f"choose a clip length that divides {frames} (8, 16 or 32 for 96 frames)"
-            )
-        clips = frames // self.clip_len
-        batched = (
-            video.reshape(batch, channels, clips, self.clip_len, height, width)
-            .transpose(1, 2)
-            .reshape(batch * clips, channels, self.clip_len, height, width)
-        )
-        return self.backbone(batched).reshape(batch, clips, -1)
+        return clip_features(self.backbone, video, self.clip_len)
 
     def forward(
         self, video: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
     ) -> AQAOutput:
         return self.head(self.clip_features(video), difficulty, mask)
+
+
+def clip_features(backbone: nn.Module, video: Tensor, clip_len: int) -> Tensor:
+    """Features (N, K, D) of the K contiguous clips of a normalized video (N, 3, L, H, W), all clips of
+    all videos through the backbone as one batch."""
+    batch, channels, frames, height, width = video.shape
+    if frames % clip_len:
+        raise AqaError(
+            f"a video of {frames} frames does not split into clips of {clip_len} frames; "
+            f"choose a clip length that divides {frames} (8, 16 or 32 for 96 frames)"
+        )
+    clips = frames // clip_len
+    batched = (
+        video.reshape(batch, channels, clips, clip_len, height, width)
+        .transpose(1, 2)
+        .reshape(batch * clips, channels, clip_len, height, width)
+    )
+    return backbone(batched).reshape(batch, clips, -1)
 
 
 def build_head(config: ModelConfig) -> AQAHead:

@@ -159,7 +159,7 @@ def build_backbone(
     if pretrained is not None:
         _check_request(pretrained, depth, conv, family)
     family = pretrained.family if pretrained is not None else family or DEFAULT_FAMILY
-    _check_architecture(depth, conv, family)
+    check_architecture(depth, conv, family)
     if isinstance(normalization, str):
         normalization = Normalization.named(normalization)
     # With weights to load, build on the meta device: initialising the tensors would be wasted work.
@@ -177,7 +177,7 @@ def build_backbone(
     return backbone
 
 
-def _check_architecture(depth: int, conv: str, family: str) -> None:
+def check_architecture(depth: int, conv: str, family: str) -> None:
     if depth not in LAYOUTS:
         raise AqaError(f"no ResNet of depth {depth}; choose one of {', '.join(map(str, LAYOUTS))}")
     if conv not in CONV_TYPES:

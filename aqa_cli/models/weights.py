@@ -51,12 +51,20 @@ class Normalization:
     std: tuple[float, float, float]
 
     def apply(self, frames: Tensor) -> Tensor:
-        """Normalize frames with channels at dim -4 ((N,) 3, T, H, W): float in [0, 1] or uint8 0..255."""
-        if not frames.is_floating_point():
-            frames = frames.float() / 255
-        mean = torch.tensor(self.mean, dtype=frames.dtype, device=frames.device).view(3, 1, 1, 1)
-        std = torch.tensor(self.std, dtype=frames.dtype, device=frames.device).view(3, 1, 1, 1)
-        return (frames - mean) / std
+        """Normalize frames with channels at dim -4 ((N,) 3, T, H, W): float in [0, 1] or uint8 0..255.
+
+        (x / 255 - mean) / std is computed as x * scale + shift into one new tensor: the training loop
+        calls this on every batch, and four full-size temporaries cost more than the arithmetic.
+        """
+        floating = frames.is_floating_point()
+        std = torch.tensor(self.std, dtype=torch.float64)
+        scale = (1 / std if floating else 1 / (255 * std)).view(3, 1, 1, 1)
+        shift = (-torch.tensor(self.mean, dtype=torch.float64) / std).view(3, 1, 1, 1)
+        dtype = frames.dtype if floating else torch.float32
+        scale, shift = (t.to(device=frames.device, dtype=dtype) for t in (scale, shift))
+        if floating:
+            return torch.addcmul(shift, frames, scale)
+        return frames.to(dtype).mul_(scale).add_(shift)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "mean": list(self.mean), "std": list(self.std)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from aqa_cli.errors import AqaError
@@ -44,6 +45,10 @@ def scan_folder(folder: Path, fit: str) -> SourceScan:
             f"no videos or frame folders found under {folder} (looked for {', '.join(sorted(VIDEO_SUFFIXES))} "
             "files and folders of images); point preprocess at a CSV manifest, an MTL-AQA root or a video folder"
         )
+    ids = Counter(sample.id for sample in samples)
+    for sample in samples:  # a.mp4 beside a.mkv (or a folder a/): the videos keep their suffix
+        if ids[sample.id] > 1 and sample.source_kind == VIDEO:
+            sample.id += Path(sample.source).suffix
     return SourceScan("folder", f"folder of videos {folder.resolve()}: {len(samples)} clips", samples)
 
 

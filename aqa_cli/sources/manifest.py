@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 from aqa_cli.errors import AqaError
@@ -23,17 +24,18 @@ KNOWN = (*REQUIRED, "difficulty", "id", "start", "end")
 
 def scan_manifest(csv_path: Path, fit: str) -> SourceScan:
     """Read a manifest; rows that are wrong become problems (id, reason), the rest samples."""
-    rows = _read_rows(csv_path)
     base = csv_path.parent
     samples: list[Sample] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for line, row in rows:
+    for line, row in _read_rows(csv_path):
         path_text = (row.get("path") or "").strip()
-        sample_id = (row.get("id") or "").strip() or str(Path(path_text).with_suffix(""))
+        sample_id = (row.get("id") or "").strip() or _default_id(path_text)
         try:
             if not path_text:
                 raise ValueError("empty path")
+            if not sample_id.isprintable():
+                raise ValueError(f"id {sample_id!r} holds control characters")
             if sample_id in seen:
                 raise ValueError(f"duplicate id {sample_id!r}")
             path = (base / path_text).resolve()
@@ -64,32 +66,42 @@ def scan_manifest(csv_path: Path, fit: str) -> SourceScan:
                 fit=fit,
             )
         )
+    if not samples and not problems:
+        raise AqaError(f"{csv_path} has a header but no rows")
     description = f"CSV manifest {csv_path.resolve()}: {len(samples)} clips"
     return SourceScan("manifest", description, samples, problems)
 
 
-def _read_rows(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
+def _default_id(path_text: str) -> str:
+    """The path without its suffix (a path with no file name, like `.` or `/`, as it is)."""
+    path = Path(path_text)
+    return str(path.with_suffix("")) if path.name else path_text
+
+
+def _read_rows(csv_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for every row, read as a stream (a huge manifest is never held whole)."""
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        with open(csv_path, encoding="utf-8-sig", newline="") as file:
+            reader = csv.DictReader(file)
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:
+                raise AqaError(
+                    f"{csv_path} lacks column(s) {', '.join(missing)}; a manifest needs a header "
+                    f"path,score,split (optional: difficulty,id,start,end), found: "
+                    f"{', '.join(columns) or 'no header'}"
+                )
+            reader.fieldnames = columns
+            for row in reader:
+                yield reader.line_num, row
     except FileNotFoundError:
         raise AqaError(f"manifest not found: {csv_path}") from None
     except UnicodeDecodeError as exc:
         raise AqaError(
             f"{csv_path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
         ) from None
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED if c not in columns]
-    if missing:
-        raise AqaError(
-            f"{csv_path} lacks column(s) {', '.join(missing)}; a manifest needs a header "
-            f"path,score,split (optional: difficulty,id,start,end), found: {', '.join(columns) or 'no header'}"
-        )
-    reader.fieldnames = columns
-    rows = [(number + 2, row) for number, row in enumerate(reader)]
-    if not rows:
-        raise AqaError(f"{csv_path} has a header but no rows")
-    return rows
+    except csv.Error as exc:
+        raise AqaError(f"{csv_path} is not a readable CSV file ({exc}, line {reader.line_num})") from None
 
 
 def _number(row: dict[str, str], column: str, allow_empty: bool) -> float:

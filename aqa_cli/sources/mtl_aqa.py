@@ -22,6 +22,9 @@ as a problem rather than stored with a guessed split: the official split is the 
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -234,6 +237,24 @@ def _load_split(path: Path) -> set[tuple[int, int]]:
     return set(keys)
 
 
+def _record_problem(record: dict) -> str | None:
+    """Why a dive's record cannot be stored as it is (scores that are not finite numbers >= 0, an end
+    frame that is not a whole number from 1, fields that are not plain data), or None."""
+    for name in SCORE_FIELDS:
+        value = record[name]
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            return f"its {name} {value!r} is not a finite number >= 0"
+    end = record["end_frame"]
+    if isinstance(end, bool) or not isinstance(end, numbers.Integral) or end < 1:
+        return f"its end_frame {end!r} is not a frame number (a whole number from 1)"
+    try:
+        json.dumps(record, sort_keys=True)  # as the store will record it
+    except (TypeError, ValueError) as exc:
+        return f"its fields are not plain numbers and text ({exc})"
+    return None
+
+
 def _dive_id(event: int, dive: int) -> str:
     return f"{event:02d}_{dive:02d}"
 
@@ -273,6 +294,9 @@ class _Scan:
                 f"neither {' nor '.join(SPLIT_FILES.values())}"
             ]
             return f"it is listed in {' and '.join(files)} in {self.folder}, so its split is unknown"
+        problem = _record_problem(record)
+        if problem:
+            return problem
         found = self.frame_source(key, int(record["end_frame"]))
         if isinstance(found, str):
             return found
