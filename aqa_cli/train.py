@@ -149,7 +149,8 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
         sampler=sampler,
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=config.workers > 0,
+        # Not persistent: workers are started each epoch with the dataset's current epoch, which seeds
+        # the augmentation; persistent workers would keep repeating the first epoch's windows and flips.
     )
     normalization = model.backbone.normalization
 
