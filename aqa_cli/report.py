@@ -250,7 +250,10 @@ def print_evaluation(result: dict, as_json: bool = False) -> None:
     table.add_row("Spearman rho", f"{result['rho']:.4f}", style="bold")
     table.add_row("R-l2 (x100)", f"{result['r_l2']:.4f}")
     table.add_row("MAE", f"{result['mae']:.3f}")
-    table.add_row("difficulty-only baseline rho", f"{result['difficulty_baseline_rho']:.4f}")
+    baseline = result["difficulty_baseline_rho"]
+    table.add_row(
+        "difficulty-only baseline rho", "n/a (no difficulties)" if baseline is None else f"{baseline:.4f}"
+    )
     console.print(table)
     console.print(f"checkpoint {result['checkpoint']} (epoch {result['epoch']})", highlight=False)
     console.print(f"predictions: {result['predictions']}", highlight=False)
@@ -295,7 +298,9 @@ def print_scores(results: list[dict], as_json: bool) -> None:
             console.print(f"clip weights drawn in {result['explanation']}", highlight=False)
     for result in results:
         if "error" in result:
-            console.print(Text(f"failed: {result['error']}", style="red"))  # the error names the file
+            console.print(
+                Text(f"failed: {result['error']}", style="red"), soft_wrap=True
+            )  # the error names the file
 
 
 def print_extract_report(report) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import SHARED_VIDEOS, number_frame, write_video
 
+from aqa_cli import report
 from aqa_cli.checkpoint import load_trained_model, save_checkpoint
 from aqa_cli.errors import AqaError
 from aqa_cli.evaluate import predict
@@ -203,15 +204,16 @@ def test_explain_draws_one_png_per_video(aqa, run_dir: Path, videos: list[Path],
 
 
 def test_table_shows_scores_weights_and_failures(
-    run_dir: Path, videos: list[Path], tmp_path: Path, capsys
+    run_dir: Path, videos: list[Path], tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    monkeypatch.setattr(report.console, "width", 120)  # room for the table; the failure line never wraps
     results = score_videos([videos[0], tmp_path / "gone.mp4"], [], run_dir)
     print_scores(results, as_json=False)
     out = capsys.readouterr().out
     weights = " ".join(f"{c['weight']:.2f}" for c in results[0]["clips"])
     assert weights in out and f"{results[0]['quality']:.2f}" in out
     assert "score = quality (no difficulty given)" in out
-    assert f"failed: {tmp_path / 'gone.mp4'}: no such file" in out.replace("\n", "")
+    assert f"failed: {tmp_path / 'gone.mp4'}: no such file" in out
 
 
 def test_scoring_is_deterministic(run_dir: Path, videos: list[Path]) -> None:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,23 +88,40 @@ def run(args: list, cwd: Path | None = None, timeout: float = 900) -> Finished:
 
 
 def run_with_signal(
-    args: list, delay: float | None, signum: int | None, cwd: Path | None = None, timeout: float = 900
+    args: list,
+    when: float | Callable[[], bool] | None,
+    signum: int | None,
+    cwd: Path | None = None,
+    timeout: float = 900,
 ) -> Finished:
-    """Run `aqa ARGS`; after `delay` seconds (if still running) send `signum`: SIGKILL to the main
-    process only, any other signal to the whole process group."""
+    """Run `aqa ARGS` and, if it is still running after `when` seconds (or once the condition `when`
+    holds: progress, not time, so that a fast machine cannot finish first), send `signum`: SIGKILL to the
+    main process only, any other signal to the whole process group."""
     started = time.monotonic()
     process = start(args, cwd)
     signalled = False
-    if signum is not None:
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            if signum == signal.SIGKILL:
-                process.kill()
-            else:
-                os.killpg(process.pid, signum)
-            signalled = True
+    if signum is not None and _wait_until(process, when):
+        if signum == signal.SIGKILL:
+            process.kill()
+        else:
+            os.killpg(process.pid, signum)
+        signalled = True
     return finish(process, started, timeout, signalled)
+
+
+def _wait_until(process: subprocess.Popen, when: float | Callable[[], bool]) -> bool:
+    """Whether `process` is still running when `when` comes (a delay in seconds, or a condition)."""
+    if not callable(when):
+        try:
+            process.wait(timeout=when)
+            return False
+        except subprocess.TimeoutExpired:
+            return True
+    while process.poll() is None:
+        if when():
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def finish(

@@ -16,7 +16,7 @@ from injection import assert_clean_failure, assert_success, run, run_in_process,
 from mtl_aqa_trees import build_videos, synthetic_annotations, write_annotations
 
 from aqa_cli.checkpoint import FORMAT_NAME
-from aqa_cli.store import VideoStore
+from aqa_cli.store import VideoStore, partial_dir_for
 
 
 class RunsAShellCommand:
@@ -94,7 +94,7 @@ def all_files(root: Path) -> set[Path]:
 
 @pytest.mark.parametrize("killed", [False, True], ids=["finished", "killed mid-run"])
 def test_manifest_paths_and_ids_cannot_write_outside_the_output(killed: bool, tmp_path: Path) -> None:
-    write_number_video(tmp_path / "videos" / "v.mp4", 0, 30)
+    write_number_video(tmp_path / "videos" / "v.mp4", 0, 240)  # long enough to be killed mid-run
     escape = Path("/tmp") / f"aqa-escape-{uuid.uuid4().hex}"
     ids = [
         "../../escape",
@@ -116,7 +116,11 @@ def test_manifest_paths_and_ids_cannot_write_outside_the_output(killed: bool, tm
     before = all_files(tmp_path)
     args = ["preprocess", manifest, "--out", out, "--frames", "4", "--workers", "2"]
     if killed:
-        assert run_with_signal(args, 1.0, signal.SIGKILL).signalled, "it finished before the kill"
+
+        def first_sample_done() -> bool:
+            return any(partial_dir_for(out).glob("*.h5"))
+
+        assert run_with_signal(args, first_sample_done, signal.SIGKILL).signalled, "it finished first"
         written = all_files(tmp_path) - before
         assert all(out.parent in path.parents for path in written), written
     assert_success(run(args))
