@@ -117,10 +117,10 @@ def metrics(pred: np.ndarray, true: np.ndarray, score_range: tuple[float, float]
     }
 
 
-def difficulty_baseline(difficulty: np.ndarray, true: np.ndarray) -> float:
-    """Rho of 'constant quality x difficulty', i.e. of difficulty alone (NaN without difficulties)."""
+def difficulty_baseline(difficulty: np.ndarray, true: np.ndarray) -> float | None:
+    """Rho of 'constant quality x difficulty', i.e. of difficulty alone (None without difficulties)."""
     known = np.isfinite(difficulty)
-    return spearman(difficulty[known], true[known]) if known.sum() > 1 else float("nan")
+    return spearman(difficulty[known], true[known]) if known.sum() > 1 else None
 
 
 def score_range(store_path) -> tuple[float, float]:

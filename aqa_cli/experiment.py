@@ -36,10 +36,15 @@ import numpy as np
 from aqa_cli.checkpoint import LAST, RUNS_DIR, load_checkpoint
 from aqa_cli.config import TrainConfig, read_toml, resolve_config, toml_value
 from aqa_cli.errors import AqaError
+from aqa_cli.train import check_optimisation
 
 RIDGE = "ridge"
 RIDGE_LAMBDAS = tuple(10.0**k for k in range(-2, 6))
 """Ridge penalties tried on standardized mean-pooled features; the best on validation is kept."""
+
+
+VIDEO_ONLY = {"depth", "conv", "clip", "finetune", "weights", "views"}
+"""Grid settings that choose backbones and clips: a grid on a feature store (`features`) has none."""
 
 
 @dataclass
@@ -59,8 +64,9 @@ class ExperimentGrid:
 
     def to_toml(self) -> str:
         lines = ["# aqa experiment grid: `aqa experiment --config THIS_FILE` repeats it"]
+        unused = {"train"} | (VIDEO_ONLY if self.features else set())
         for item in dataclasses.fields(self):
-            if item.name != "train":
+            if item.name not in unused:
                 lines.append(f"{item.name} = {toml_value(getattr(self, item.name))}")
         lines.append("\n[train]")
         lines.extend(f"{key} = {toml_value(value)}" for key, value in sorted(self.train.items()))
@@ -79,7 +85,8 @@ def resolve_grid(config_file: Path | None, options: dict) -> ExperimentGrid:
     unknown = sorted(set(values) - known) + sorted(set(train) - train_known)
     if unknown:
         raise AqaError(f"{config_file}: unknown setting(s) {', '.join(unknown)}; see `aqa experiment --help`")
-    resolved = resolve_config(None, train)  # mistyped train settings fail here, before any work
+    resolved = resolve_config(None, train)  # mistyped or impossible train settings fail here, before any work
+    check_optimisation(resolved)
     grid = ExperimentGrid(**{**values, "train": {key: getattr(resolved, key) for key in train}})
     if grid.seeds < 1:
         raise AqaError("--seeds must be at least 1")
