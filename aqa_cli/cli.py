@@ -108,7 +108,9 @@ def preprocess(
         ),
     ] = "uniform",
     workers: Annotated[int | None, typer.Option(help="Decoding processes (default: CPU count).")] = None,
-    compression: Annotated[str, typer.Option(help="Frame compression: lzf, gzip or none.")] = "lzf",
+    compression: Annotated[
+        str, typer.Option(help="Frame compression: none (fastest reads), lzf or gzip (smaller stores).")
+    ] = "none",
     shard: Annotated[
         str | None, typer.Option(help="K/N: process only every N-th sample starting at K (0-based).")
     ] = None,

@@ -5,6 +5,8 @@ the floats the backbone's weights expect: a quarter of the bytes through the loa
 
 Randomness (window end, crop, flip) comes from a generator seeded by (seed, epoch, sample), so an epoch
 is the same whatever the number of loader workers or processes, and a resumed run repeats it exactly.
+The epoch travels with each index (`EpochTagged`), not in the dataset: persistent loader workers keep
+their own copy of the dataset, and would otherwise repeat the first epoch's draws.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from aqa_cli.errors import AqaError
 from aqa_cli.store import VideoStore
@@ -47,24 +49,26 @@ def check_window(
 
 
 class EpochRows(Dataset):
-    """Some rows of a store; in training, a sample's randomness comes from `rng(row)`, seeded by
-    (seed, epoch, row) so that an epoch is the same in any worker or process and when resumed."""
+    """Some rows of a store, indexed by position or by (epoch, position) (`EpochTagged`); in training a
+    sample's randomness comes from a generator seeded by (seed, epoch, row), so that an epoch is the same
+    in any worker or process and when resumed."""
 
     def __init__(self, rows: Sequence[int], train: bool, seed: int):
         self.rows = list(rows)
         self.train = train
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def rng(self, row: int) -> np.random.Generator | None:
-        """The sample's generator in training, None in evaluation."""
-        return np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        epoch, i = item if isinstance(item, tuple) else (0, item)
+        row = self.rows[i]
+        return self.sample(row, np.random.default_rng([self.seed, epoch, row]) if self.train else None)
+
+    def sample(self, row: int, rng: np.random.Generator | None) -> dict:
+        """Row `row` as the model's input; `rng` draws its augmentation (None in evaluation)."""
+        raise NotImplementedError
 
 
 class StoreClips(EpochRows):
@@ -83,12 +87,11 @@ class StoreClips(EpochRows):
         self.window = check_window(window, config.frames, config.height, config.width, store_path)
         self._store: VideoStore | None = None
 
-    def __getitem__(self, i: int) -> dict:
-        row = self.rows[i]
+    def sample(self, row: int, rng: np.random.Generator | None) -> dict:
         if self._store is None:
             self._store = VideoStore(self.store_path)
         frames = self._store.verified_frames(row)
-        video = select_window(frames, self.window, self.rng(row))
+        video = select_window(frames, self.window, rng)
         return {
             "video": torch.from_numpy(video),
             "score": torch.tensor(self.scores[row]),
@@ -169,3 +172,21 @@ class SeededShuffle(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
         return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class EpochTagged(Sampler[tuple[int, int]]):
+    """(epoch, index) pairs in the order of `sampler` (a SeededShuffle or DistributedSampler), for an
+    `EpochRows` dataset: the epoch each sample is drawn for reaches the worker that loads it."""
+
+    def __init__(self, sampler: SeededShuffle | DistributedSampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)

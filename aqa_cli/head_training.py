@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from aqa_cli.checkpoint import RUNS_DIR, TrainedModel, load_state
 from aqa_cli.config import TrainConfig
-from aqa_cli.data import EpochRows, SeededShuffle, WindowConfig, split_by_column
+from aqa_cli.data import EpochRows, EpochTagged, SeededShuffle, WindowConfig, split_by_column
 from aqa_cli.errors import AqaError
 from aqa_cli.evaluate import Predictions, collect_predictions
 from aqa_cli.features import FeatureStore, rebuild_backbone
@@ -53,11 +53,10 @@ class FeatureClips(EpochRows):
             self.views = store.view_count
         self._store: FeatureStore | None = None
 
-    def __getitem__(self, i: int) -> dict:
-        row = self.rows[i]
+    def sample(self, row: int, rng: np.random.Generator | None) -> dict:
         if self._store is None:
             self._store = FeatureStore(self.store_path)
-        view = int(self.rng(row).integers(self.views)) if self.train else 0
+        view = int(rng.integers(self.views)) if rng is not None else 0
         return {
             "features": torch.from_numpy(self._store.file["features"][row, view].astype(np.float32)),
             "clips": int(self.clips[row]),
@@ -146,7 +145,7 @@ def train_heads(config: TrainConfig, resume: bool = False, console=None) -> Trai
             head, train_set.scores[train_set.rows], train_set.difficulties[train_set.rows]
         )
     head.to(device)
-    sampler = SeededShuffle(train_set, config.seed)
+    sampler = EpochTagged(SeededShuffle(train_set, config.seed))
 
     def forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return run_heads(head, batch, device).score, batch["score"].to(device)
@@ -162,7 +161,7 @@ def train_heads(config: TrainConfig, resume: bool = False, console=None) -> Trai
                 model=head,
                 trained=head,
                 loader=DataLoader(train_set, batch_size=config.batch_size, sampler=sampler),
-                epoch_aware=(train_set, sampler),
+                sampler=sampler,
                 forward=forward,
                 evaluate=evaluate,
                 rows=rows,

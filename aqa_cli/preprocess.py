@@ -21,6 +21,7 @@ from aqa_cli.sampling import FIT_RULES, stored_indices
 from aqa_cli.sources.base import IMAGES_NUMBERED, IMAGES_SORTED, VIDEO, Sample, SourceScan
 from aqa_cli.store import (
     COMPRESSIONS,
+    DEFAULT_COMPRESSION,
     PartialWork,
     StoreAttributes,
     StoreConfig,
@@ -55,7 +56,7 @@ class PreprocessOptions:
     frames: int | None = None
     fit: str = "uniform"
     workers: int | None = None
-    compression: str = "lzf"
+    compression: str = DEFAULT_COMPRESSION
     shard: str | None = None
     timeout: float | None = None  # default DEFAULT_TIMEOUT
 
@@ -223,8 +224,13 @@ def _earlier_store_rows(out: Path, config: StoreConfig, report: PreprocessReport
                     rows[sample_id] = row
             return rows
     except StoreReadError:
-        report.damaged.append("all (the store's own structure is damaged)")
-        return {}
+        pass
+    except AqaError:
+        raise
+    except Exception:  # noqa: BLE001 - h5py raises many types on damaged metadata; the store is rebuilt
+        pass
+    report.damaged.append("all (the store's own structure is damaged)")
+    return {}
 
 
 def _run_jobs(

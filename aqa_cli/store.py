@@ -33,12 +33,12 @@ import numpy as np
 
 from aqa_cli import __version__
 from aqa_cli.errors import AqaError
-from aqa_cli.files import atomic_write, writer_lock
-from aqa_cli.files import write_error as _disk_error
+from aqa_cli.files import atomic_write, write_error, writer_lock
 
 FORMAT_NAME = "aqa-video-store"
 FORMAT_VERSION = 1
-COMPRESSIONS = ("lzf", "gzip", "none")
+COMPRESSIONS = ("none", "lzf", "gzip")
+DEFAULT_COMPRESSION = "none"  # video frames barely compress losslessly; see docs/FORMAT.md
 
 TEXT = h5py.string_dtype("utf-8")
 # Per-sample columns under /samples/ and their HDF5 types (frame_index is (N, T) and handled apart).
@@ -161,7 +161,7 @@ class PartialWork:
             else:
                 atomic_write(config_file, json.dumps(asdict(self.config)))
         except OSError as exc:
-            raise _disk_error(exc, self.dir) from exc
+            raise write_error(exc, self.dir) from exc
 
     def done_ids(self) -> set[str]:
         """Ids of the finished samples whose files read back intact; a damaged file is deleted, so that
@@ -201,7 +201,7 @@ class PartialWork:
             os.replace(temp, final)
         except OSError as exc:
             temp.unlink(missing_ok=True)
-            raise _disk_error(exc, final) from exc
+            raise write_error(exc, final) from exc
 
     def path_of(self, sample_id: str) -> Path:
         return self.dir / _segment_name(sample_id)
@@ -307,7 +307,7 @@ def assemble_store(
         os.replace(temp, out)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise _disk_error(exc, out) from exc
+        raise write_error(exc, out) from exc
 
 
 def _check_free_space(out: Path, rows: list[tuple[str, Path, int]]) -> None:
@@ -399,8 +399,15 @@ class VideoStore:
             format_name = self.file.attrs.get("format")
             version = int(self.file.attrs.get("format_version", 0))
         except Exception as exc:  # noqa: BLE001 - h5py raises many types on damaged metadata
-            raise AqaError(str(self._damaged("its attributes", exc))) from None
+            raise AqaError(self._damage_message("its attributes", exc)) from None  # not known to be ours
         if format_name != FORMAT_NAME:
+            from aqa_cli.features import FORMAT_NAME as FEATURE_STORE  # features builds on this module
+
+            if format_name == FEATURE_STORE:
+                raise AqaError(
+                    f"{self.path} is a feature store, not a video store: see it with `aqa features info "
+                    f"{self.path}`, train heads on it with `aqa train --features {self.path}`"
+                )
             raise AqaError(
                 f"{self.path} is an HDF5 file but not an aqa video store (no format={FORMAT_NAME}); if it "
                 f"is a damaged store, delete it and rerun `aqa preprocess` to rebuild it"
@@ -508,11 +515,12 @@ class VideoStore:
         except Exception:  # noqa: BLE001 - the id itself may be what is damaged
             return f"row {i}"
 
-    def _damaged(self, what: str, exc: Exception, problem: str = "") -> StoreReadError:
+    def _damage_message(self, what: str, exc: Exception) -> str:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return StoreReadError(
-            f"{self.path}: {what} cannot be read ({reason}): the file is damaged; {_REBUILD}", problem
-        )
+        return f"{self.path}: {what} cannot be read ({reason}): the file is damaged; {_REBUILD}"
+
+    def _damaged(self, what: str, exc: Exception, problem: str = "") -> StoreReadError:
+        return StoreReadError(self._damage_message(what, exc), problem)
 
     def failed(self) -> list[tuple[str, str]]:
         try:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from aqa_cli.checkpoint import BEST, LAST, RUNS_DIR, load_checkpoint, save_checkpoint
 from aqa_cli.config import LOSSES, TrainConfig
-from aqa_cli.data import SeededShuffle, StoreClips, WindowConfig, check_window, split_rows
+from aqa_cli.data import EpochTagged, SeededShuffle, StoreClips, WindowConfig, check_window, split_rows
 from aqa_cli.errors import AqaError
 from aqa_cli.evaluate import Predictions, metrics, predict, score_range
 from aqa_cli.files import atomic_write, writer_lock
@@ -138,7 +138,7 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
     optimizer = torch.optim.Adam(groups)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     trained = DistributedDataParallel(model) if distributed.enabled else model
-    sampler = (
+    sampler = EpochTagged(
         DistributedSampler(train_set, seed=config.seed)
         if distributed.enabled
         else SeededShuffle(train_set, config.seed)
@@ -149,8 +149,7 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
         sampler=sampler,
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
-        # Not persistent: workers are started each epoch with the dataset's current epoch, which seeds
-        # the augmentation; persistent workers would keep repeating the first epoch's windows and flips.
+        persistent_workers=config.workers > 0,  # the epoch comes with each index (EpochTagged)
     )
     normalization = model.backbone.normalization
 
@@ -172,7 +171,7 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
             model=model,
             trained=trained,
             loader=loader,
-            epoch_aware=(train_set, sampler),
+            sampler=sampler,
             forward=forward,
             evaluate=evaluate,
             rows=rows,
@@ -193,10 +192,19 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
 
 
 def check_optimisation(config: TrainConfig) -> None:
+    """Settings of the heads and the optimiser, shared by end-to-end and cached-feature training."""
     if config.loss not in LOSSES:
         raise AqaError(f"unknown --loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     if config.batch_size < 1 or config.accumulate < 1 or config.epochs < 1:
         raise AqaError("--batch-size, --accumulate and --epochs must be at least 1")
+    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction"):
+        value, flag = getattr(config, name), "--" + name.replace("_", "-")
+        if not (math.isfinite(value) and value >= 0):
+            raise AqaError(f"{flag} must be a finite number >= 0 (got {value})")
+        if name in ("wd_dropout", "val_fraction") and value >= 1:
+            raise AqaError(f"{flag} must be below 1 (got {value})")
+    if config.agg not in AGGREGATIONS:
+        raise AqaError(f"unknown aggregation {config.agg!r}; choose one of {', '.join(AGGREGATIONS)}")
 
 
 def check_settings(config: TrainConfig) -> None:
@@ -208,16 +216,8 @@ def check_settings(config: TrainConfig) -> None:
         raise AqaError(
             f"--clip {config.clip} does not divide --frames {config.frames}: use 8, 16 or 32 for 96 frames"
         )
-    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction"):
-        value, flag = getattr(config, name), "--" + name.replace("_", "-")
-        if not (math.isfinite(value) and value >= 0):
-            raise AqaError(f"{flag} must be a finite number >= 0 (got {value})")
-        if name in ("wd_dropout", "val_fraction") and value >= 1:
-            raise AqaError(f"{flag} must be below 1 (got {value})")
     if config.channels_last not in ("auto", "on", "off"):
         raise AqaError(f"--channels-last {config.channels_last!r}: use auto, on or off")
-    if config.agg not in AGGREGATIONS:
-        raise AqaError(f"unknown aggregation {config.agg!r}; choose one of {', '.join(AGGREGATIONS)}")
     if config.normalization:
         Normalization.named(config.normalization)
     if not config.weights:  # with weights, the file says what it is (checked when it is read)
@@ -245,7 +245,7 @@ class EpochLoop:
     model: torch.nn.Module  # what the checkpoints hold
     trained: torch.nn.Module  # what the batches go through (the model, or its DDP wrapper)
     loader: DataLoader
-    epoch_aware: tuple  # datasets and samplers whose randomness follows the epoch (`set_epoch`)
+    sampler: EpochTagged  # the loader's: its order and each sample's augmentation follow `set_epoch`
     forward: Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # batch -> (predicted, true) scores
     evaluate: Callable[[list[int]], Predictions]  # rows of a split -> predictions (evaluation mode)
     rows: dict[str, list[int]]  # per split
@@ -294,8 +294,7 @@ def _train_epochs(loop: EpochLoop) -> TrainResult:
     with training_progress(loop.console, enabled=distributed.is_main) as progress:
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
-            for user in loop.epoch_aware:
-                user.set_epoch(epoch)
+            loop.sampler.set_epoch(epoch)
             loop.trained.train()
             loss_sum, seen = 0.0, 0
             task = progress.start_epoch(epoch, config.epochs, len(loop.loader))

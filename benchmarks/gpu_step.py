@@ -10,7 +10,7 @@ Measures, on the first CUDA device:
   with and without channels-last 3D memory format, after warm-up (cudnn autotuning on, as `aqa train`
   sets it), with the peak memory allocated (`torch.cuda.max_memory_allocated`);
 * next to it, the training data loader's samples/s on the same machine: a synthetic store of 103-frame
-  171x128 samples (written here, LZF + Fletcher-32 like `aqa preprocess`'s default), read through a
+  171x128 samples (written here, uncompressed with Fletcher-32, like `aqa preprocess`'s default), read through a
   torch DataLoader (batch 2, pinned memory) with 0, 2 (`aqa train`'s default) and 8 workers, copied to
   the GPU and normalized there, so that it is clear whether loading keeps up with training.
 
@@ -222,7 +222,7 @@ def _sync(device: torch.device) -> None:
 
 def write_store(path: Path, size: dict) -> None:
     """A store of `samples` synthetic samples in the layout `aqa preprocess` writes (docs/FORMAT.md):
-    smooth moving gradients plus noise, so that LZF has about as much to do as on real video."""
+    smooth moving gradients plus noise, like real video (it matters with --compression lzf or gzip)."""
     import h5py
 
     n, t, h, w = size["samples"], size["stored"], size["height"], size["width"]
@@ -239,13 +239,13 @@ def write_store(path: Path, size: dict) -> None:
                 "resize": np.array([w, h], dtype=np.int32),
                 "frames_per_sample": t,
                 "fit": "uniform",
-                "compression": "lzf",
+                "compression": "none",
                 "failed": "[]",
                 "shard": "",
             }
         )
         frames = f.create_dataset(
-            "frames", (n, t, h, w, 3), np.uint8, chunks=(1, t, h, w, 3), compression="lzf", fletcher32=True
+            "frames", (n, t, h, w, 3), np.uint8, chunks=(1, t, h, w, 3), fletcher32=True
         )
         y, x = np.mgrid[0:h, 0:w]
         for i in range(n):

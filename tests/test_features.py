@@ -212,9 +212,8 @@ def test_extract_killed_with_sigkill_resumes_to_the_same_file(few_dives: Path, t
     training = FeatureClips(reference, [0, 1, 2, 4], "score", train=True, seed=0)
     views_of_row0 = []
     for epoch in range(1, 9):  # one view per sample and epoch, the same one when read again
-        training.set_epoch(epoch)
-        features = training[0]["features"][:2].numpy()
-        np.testing.assert_array_equal(features, training[0]["features"][:2].numpy())
+        features = training[epoch, 0]["features"][:2].numpy()
+        np.testing.assert_array_equal(features, training[epoch, 0]["features"][:2].numpy())
         views_of_row0.append(next(v for v in range(4) if np.array_equal(features, stored_row0[v])))
     assert len(set(views_of_row0)) > 1
     evaluation = FeatureClips(reference, [0], "score", train=False)

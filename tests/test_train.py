@@ -261,3 +261,34 @@ def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
     assert trained["rho"] > max(0.75, baseline + 0.2), (trained, baseline)
     assert trained["rho"] > untrained["rho"] + 0.15
     assert trained["r_l2"] < untrained["r_l2"]
+
+
+def test_persistent_loader_workers_draw_each_epochs_own_windows(small_store: Path) -> None:
+    """Loader workers keep their dataset copy across epochs; the epoch reaches them with each index, so
+    every epoch draws new windows, and the same ones with 2 persistent workers as with none."""
+    from torch.utils.data import DataLoader
+
+    from aqa_cli.data import EpochTagged, SeededShuffle, StoreClips, WindowConfig
+
+    def epochs(workers: int, which: list[int]) -> list[dict[int, torch.Tensor]]:
+        dataset = StoreClips(small_store, range(12), WindowConfig(frames=16, crop=64), train=True, seed=5)
+        sampler = EpochTagged(SeededShuffle(dataset, seed=5))
+        loader = DataLoader(
+            dataset, batch_size=4, sampler=sampler, num_workers=workers, persistent_workers=workers > 0
+        )
+        drawn = []
+        for epoch in which:
+            sampler.set_epoch(epoch)
+            videos = {}
+            for batch in loader:
+                videos.update(zip(batch["row"].tolist(), batch["video"], strict=True))
+            drawn.append(videos)
+        return drawn
+
+    with_workers = epochs(2, [1, 2, 3])
+    assert [sorted(videos) for videos in with_workers] == [list(range(12))] * 3
+    for later in with_workers[1:]:
+        assert any(not torch.equal(with_workers[0][row], later[row]) for row in range(12))
+    for alone, together in zip(epochs(0, [1, 3]), [with_workers[0], with_workers[2]], strict=True):
+        for row in range(12):
+            assert torch.equal(alone[row], together[row]), row
