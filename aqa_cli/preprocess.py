@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -213,8 +213,9 @@ def _earlier_store_rows(out: Path, config: StoreConfig, report: PreprocessReport
         with VideoStore(out, check=False) as store:
             if store.config != config:
                 raise AqaError(
-                    f"{out} already exists and was made with other settings ({store.config}); "
-                    "choose another --out or delete it"
+                    f"{out} already exists and was made with other settings "
+                    f"({config.differences(asdict(store.config))}): rerun with those, choose another "
+                    "--out, or delete it"
                 )
             rows = {}
             for row, sample_id, problem in verify_samples(store):

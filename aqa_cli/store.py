@@ -74,6 +74,15 @@ class StoreConfig:
     height: int
     compression: str
 
+    def differences(self, earlier: dict) -> str:
+        """What `earlier` (a StoreConfig as a dict) was made with where it differs from this one, as the
+        options that would reproduce it: `--compression lzf (now none)`."""
+        return ", ".join(
+            f"--{name} {earlier.get(name)} (now {value})"
+            for name, value in asdict(self).items()
+            if earlier.get(name) != value
+        )
+
     def filters(self) -> dict:
         """h5py dataset options: the codec, and a Fletcher-32 checksum on every chunk."""
         codec = {"lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compression_opts": 4}}
@@ -155,7 +164,8 @@ class PartialWork:
                 earlier = json.loads(config_file.read_text())
                 if earlier != asdict(self.config):
                     raise AqaError(
-                        f"{self.dir} holds unfinished work made with other settings ({_describe(earlier)}); "
+                        f"{self.dir} holds unfinished work made with other settings "
+                        f"({self.config.differences(earlier)}); "
                         f"rerun with those settings, or delete {self.dir} to start over"
                     )
             else:

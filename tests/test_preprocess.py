@@ -116,7 +116,7 @@ def test_other_settings_on_an_existing_store_are_refused(clips: Path, tmp_path: 
     out = tmp_path / "clips.h5"
     aqa("preprocess", clips, "--out", out, "--frames", "24", check=0)
     result = aqa("preprocess", clips, "--out", out, "--frames", "12", check=2)
-    assert "already exists and was made with other settings" in result.stderr
+    assert "already exists and was made with other settings (--frames 24 (now 12))" in result.stderr
     assert "Traceback" not in result.stderr
 
 
