@@ -103,7 +103,7 @@ def _checksums(payload: dict) -> dict:
     }
 
 
-def _check_integrity(path: Path, payload: dict) -> None:
+def _check_integrity(path: Path, payload: dict, remedy: str) -> None:
     """Compare a loaded payload with the checksums recorded when it was written (older files have none)."""
     recorded = payload.get(INTEGRITY)
     if recorded is None:
@@ -117,12 +117,13 @@ def _check_integrity(path: Path, payload: dict) -> None:
         more = f" and {len(damaged) - MAX_NAMED} more" if len(damaged) > MAX_NAMED else ""
         raise AqaError(
             f"{path} is damaged: {', '.join(damaged[:MAX_NAMED])}{more} no longer match the checksums recorded "
-            "when it was written (bits changed on disk or in a copy); copy it again or use another checkpoint"
+            f"when it was written (bits changed on disk or in a copy); {remedy}"
         )
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by `aqa train`, refusing anything that is not plain tensors and data."""
+def load_checkpoint(path: Path, remedy: str = "copy it again or use another checkpoint") -> dict:
+    """Read a checkpoint written by `aqa train`, refusing anything that is not plain tensors and data;
+    `remedy` is what the message for a damaged file tells the user to do."""
     if not path.is_file():
         raise AqaError(f"checkpoint not found: {path}; train one with `aqa train` or pass --checkpoint/--run")
     try:
@@ -133,16 +134,14 @@ def load_checkpoint(path: Path) -> dict:
             "it was not written by aqa and may be malicious"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise AqaError(
-            f"{path} is damaged or not a torch checkpoint ({exc}); use another checkpoint"
-        ) from None
+        raise AqaError(f"{path} is damaged or not a torch checkpoint ({exc}); {remedy}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise AqaError(
             f"{path} is not an aqa training checkpoint; pretrained backbone files go to `aqa train --weights`"
         )
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
         raise AqaError(f"{path} was written by a newer aqa ({payload.get('tool_version')}): upgrade aqa")
-    _check_integrity(path, payload)
+    _check_integrity(path, payload, remedy)
     return payload
 
 

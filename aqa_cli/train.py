@@ -399,7 +399,7 @@ def _resume_state(run_dir: Path) -> dict:
     path = run_dir / LAST
     if not path.is_file():
         raise AqaError(f"nothing to resume: {path} does not exist; start the run without --resume")
-    return load_checkpoint(path)
+    return load_checkpoint(path, f"restore an intact copy of it, or delete {run_dir} to train from the start")
 
 
 def _mean_across(distributed: Distributed, loss_sum: float, seen: int, device) -> float:

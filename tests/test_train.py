@@ -292,3 +292,17 @@ def test_persistent_loader_workers_draw_each_epochs_own_windows(small_store: Pat
     for alone, together in zip(epochs(0, [1, 3]), [with_workers[0], with_workers[2]], strict=True):
         for row in range(12):
             assert torch.equal(alone[row], together[row]), row
+
+
+def test_resuming_from_a_damaged_checkpoint_says_how_to_start_over(
+    small_store: Path, tmp_path: Path, aqa
+) -> None:
+    run = tmp_path / "run"
+    aqa("train", "--store", small_store, "--out", run, "--epochs", "2", "--no-test-curve", *TINY, check=0)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    name = next(iter(payload["model"]))
+    payload["model"][name] = payload["model"][name] + 1  # as if bits changed on disk; checksums kept
+    torch.save(payload, run / "last.pt")
+    result = aqa("train", "--out", run, "--resume", check=2)
+    assert f"{run / 'last.pt'} is damaged: model/{name}" in result.stderr
+    assert f"restore an intact copy of it, or delete {run} to train from the start" in result.stderr

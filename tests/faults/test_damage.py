@@ -38,10 +38,12 @@ def damage_cases(damage: str, quick: bool) -> int:
     return fault_count(quick_count if quick else 0, full_count)
 
 
-def run_damaged(stage: Stage, out: Path, remedy: Callable[[], None], fault: str) -> None:
-    """Run the stage on damaged input: identical result, or one clear line then (after `remedy`) a rerun
-    identical to an undisturbed run."""
-    result = run(stage.command(out))
+def run_damaged(
+    stage: Stage, out: Path, remedy: Callable[[], None], fault: str, command: list | None = None
+) -> None:
+    """Run the stage (or `command`) on damaged input: identical result, or one clear line then (after
+    `remedy`) the rerun a user would type, identical to an undisturbed run."""
+    result = run(command or stage.command(out))
     if result.returncode == 0:
         stage.check_reference(out, result)
         repaired = "damaged in the earlier store" in result.stdout
@@ -137,7 +139,7 @@ def test_resuming_from_a_damaged_checkpoint_is_refused_or_harmless(
         out = tmp_path / f"trial{trial}"
         shutil.copytree(stage.halfway, out / "run")
         DAMAGES[damage](out / "run" / "last.pt", rng)
-        # The damaged checkpoint cannot be trusted and this run has no other: train from scratch.
-        start_over = (out / "run" / "last.pt").unlink
-        run_damaged(stage, out, start_over, f"checkpoint to resume: {damage}")
+        resume = stage.rerun(out)  # `aqa train --out RUN --resume`
+        start_over = partial(shutil.rmtree, out / "run")  # what the error says when there is no intact copy
+        run_damaged(stage, out, start_over, f"checkpoint to resume: {damage}", resume)
         shutil.rmtree(out)
