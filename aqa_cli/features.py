@@ -153,8 +153,20 @@ class FeatureStore:
 
     def features(self, row: int, view: int = 0) -> np.ndarray:
         """(clips, dim) float32 features of one sample's view, without padding."""
-        clips = int(self.file["samples/clips"][row])
-        return self.file["features"][row, view, :clips].astype(np.float32)
+        return self.padded_features(row, view)[: int(self.file["samples/clips"][row])]
+
+    def padded_features(self, row: int, view: int = 0) -> np.ndarray:
+        """(most clips, dim) float32 features of one sample's view: its clips, then zeros. A damaged
+        sample (its chunk fails the Fletcher-32 check) is an error naming it."""
+        try:
+            return self.file["features"][row, view].astype(np.float32)
+        except Exception as exc:  # noqa: BLE001 - h5py raises several types for a damaged chunk
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise AqaError(
+                f"{self.path}: the features of sample {self.column('id')[row]} (row {row}) cannot be read "
+                f"({reason}): the file is damaged; make it again with the `aqa extract` or `aqa features "
+                "import` that wrote it"
+            ) from None
 
     def fingerprint(self) -> dict:
         """What identifies the features a head is trained on (stored in its checkpoints)."""

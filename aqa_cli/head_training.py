@@ -58,7 +58,7 @@ class FeatureClips(EpochRows):
             self._store = FeatureStore(self.store_path)
         view = int(rng.integers(self.views)) if rng is not None else 0
         return {
-            "features": torch.from_numpy(self._store.file["features"][row, view].astype(np.float32)),
+            "features": torch.from_numpy(self._store.padded_features(row, view)),
             "clips": int(self.clips[row]),
             "score": torch.tensor(self.scores[row]),
             "difficulty": torch.tensor(self.difficulties[row]),

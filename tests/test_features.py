@@ -265,6 +265,22 @@ def test_a_generated_layout_imports_with_variable_clip_counts(tmp_path: Path, aq
         load_trained_model(run / "last.pt")
 
 
+def test_a_damaged_feature_chunk_names_its_sample(tmp_path: Path, aqa) -> None:
+    (tmp_path / "feats").mkdir()
+    write_layout(tmp_path)
+    out = tmp_path / "gen.features.h5"
+    aqa("features", "import", tmp_path, "--out", out, check=0)
+    with FeatureStore(out) as store:
+        row = store.column("id").tolist().index("video_04")
+        chunk = store.file["features"].id.get_chunk_info_by_coord((row, 0, 0, 0))
+    data = bytearray(out.read_bytes())
+    data[chunk.byte_offset + chunk.size // 2] ^= 0x10  # one bit of that sample's stored bytes
+    out.write_bytes(bytes(data))
+    result = aqa("train", "--features", out, "--out", tmp_path / "run", "--epochs", "1", check=2)
+    assert f"{out}: the features of sample video_04 (row {row}) cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_headerless_train_and_test_lists_take_column_names(tmp_path: Path) -> None:
     (tmp_path / "npy").mkdir()
     for k in range(6):
