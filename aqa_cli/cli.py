@@ -5,6 +5,8 @@ Heavy modules (torch, av, h5py) are imported inside the commands so that `aqa --
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -71,12 +73,32 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    if ctx.invoked_subcommand in TORCH_COMMANDS and not {"--help", "-h"} & set(sys.argv):
+        _import_torch()
+
+
+TORCH_COMMANDS = {"train", "eval", "score", "extract", "experiment", "weights"}
+
+
+def _import_torch() -> None:
+    """Import torch with Ctrl-C held back until it is done: a KeyboardInterrupt raised inside the
+    initialisation of its native (pybind11) modules aborts the whole process (C++ terminate)."""
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @app.command()
@@ -520,24 +542,48 @@ def score(
         raise typer.Exit(1)
 
 
+INTERRUPTED = "interrupted: completed work is kept; rerun the same command to resume"
+
+
 def main() -> None:
-    """Entry point: turns AqaError, Ctrl-C and unexpected failures into one clear line."""
-    debug = "--debug" in sys.argv[1:]
+    """Entry point: turns AqaError, Ctrl-C and unexpected failures into one clear line.
+
+    Once the outcome is decided, Ctrl-C is ignored, so that a late one cannot interrupt the interpreter's
+    teardown. After an interruption the process ends at once: a KeyboardInterrupt that reached native
+    code (an extension's import, a loader thread) can make CPython's teardown end in SIGINT or abort, and
+    every output is crash-safe by design, so there is nothing to clean up.
+    """
+    try:
+        code = _run(debug="--debug" in sys.argv[1:])
+    except KeyboardInterrupt:  # outside what Typer handles, or while an outcome was being reported
+        typer.echo(INTERRUPTED, err=True)
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
+def _run(debug: bool) -> int | str | None:
+    """Run the command line; the exit code (a message string for Click's own usage errors)."""
     try:
         app()
     except SystemExit as exc:
         if exc.code == 130:
-            typer.echo("interrupted: completed work is kept; rerun the same command to resume", err=True)
-        raise
+            typer.echo(INTERRUPTED, err=True)
+        return exc.code
     except AqaError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
         if debug:
             raise
         typer.echo(
             f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True
         )
-        sys.exit(1)
+        return 1
+    return 0
