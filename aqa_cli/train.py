@@ -150,6 +150,9 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=config.workers > 0,  # the epoch comes with each index (EpochTagged)
+        # Its own generator: a loader draws a seed for its workers from it whenever it starts them, once
+        # per run when they persist, which would shift the global RNG (dropout) of a resumed run.
+        generator=torch.Generator().manual_seed(config.seed),
     )
     normalization = model.backbone.normalization
 

@@ -110,9 +110,24 @@ def test_training_writes_a_self_describing_run(small_store: Path, tmp_path: Path
     same_weights(run / "last.pt", again / "last.pt")
 
 
-def test_resume_after_kill_9_ends_like_an_uninterrupted_run(small_store: Path, tmp_path: Path, aqa) -> None:
+@pytest.mark.parametrize("workers", ["0", "1"])  # 1: a persistent loader worker
+def test_resume_after_kill_9_ends_like_an_uninterrupted_run(
+    small_store: Path, tmp_path: Path, aqa, workers: str
+) -> None:
     reference = tmp_path / "reference"
-    aqa("train", "--store", small_store, "--out", reference, "--epochs", "3", *TINY, check=0)
+    aqa(
+        "train",
+        "--store",
+        small_store,
+        "--out",
+        reference,
+        "--epochs",
+        "3",
+        *TINY,
+        "--workers",
+        workers,
+        check=0,
+    )
     killed = tmp_path / "killed"
     command = [
         sys.executable,
@@ -126,6 +141,8 @@ def test_resume_after_kill_9_ends_like_an_uninterrupted_run(small_store: Path, t
         "--epochs",
         "3",
         *TINY,
+        "--workers",
+        workers,
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

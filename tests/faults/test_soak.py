@@ -89,8 +89,11 @@ def test_many_videos_with_workers_killed_now_and_then(tmp_path: Path) -> None:
         assert process.returncode == 1 and "died 2 times" in stdout, stdout[-3000:]  # reported, not lost
         assert runs < 4, "reruns do not converge"
     assert kills >= KILLS, f"only {kills} workers were killed"
-    # the pipes of a worker being restarted may still be open at the next kill; a leak adds up instead
-    assert max(files) <= min(files) + 2, f"open files of the main process before each kill: {files}"
+    # A worker being restarted briefly holds a few pipes (a spike at one kill); a leak adds up instead:
+    # the usual count late in the soak must be the usual count early in it.
+    third = max(1, len(files) // 3)
+    early, late = sorted(files[:third])[third // 2], sorted(files[-third:])[third // 2]
+    assert late <= early + 2, f"open files of the main process before each kill: {files}"
     with VideoStore(out) as store:
         assert list(store.column("id")) == [f"v{i:03d}" for i in range(VIDEOS)]
         assert store.failed() == []
