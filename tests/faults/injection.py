@@ -182,10 +182,13 @@ def run_in_process(args: list) -> Finished:
         redirect_stdout(stdout),
         redirect_stderr(stderr),
     ):
+        ctrl_c = signal.getsignal(signal.SIGINT)
         try:
             main()
         except SystemExit as done:
             code = int(done.code or 0)
+        finally:
+            signal.signal(signal.SIGINT, ctrl_c)  # `main` ignores Ctrl-C once done; children would inherit it
     return Finished(
         [str(a) for a in args], code, stdout.getvalue(), stderr.getvalue(), time.monotonic() - started
     )
