@@ -26,6 +26,7 @@ from aqa_cli import __version__
 from aqa_cli.data import WindowConfig
 from aqa_cli.errors import AqaError
 from aqa_cli.files import write_error
+from aqa_cli.interrupts import ctrl_c_held
 from aqa_cli.models import AQAModel, ModelConfig, build_model
 
 FORMAT_NAME = "aqa-checkpoint"
@@ -47,11 +48,13 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     payload[INTEGRITY] = _checksums(payload)
     temp = path.with_suffix(path.suffix + ".tmp")
     try:
-        with open(temp, "wb") as f:
+        # Ctrl-C held: torch's zip writer calls back into Python to write, and a KeyboardInterrupt there
+        # surfaces as a RuntimeError ("unexpected pos"); the checkpoint is finished, then interrupted.
+        with ctrl_c_held(), open(temp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
+            os.replace(temp, path)
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as RuntimeError
         temp.unlink(missing_ok=True)
         cause = exc if isinstance(exc, OSError) else _os_error_of(exc)

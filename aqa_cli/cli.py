@@ -15,6 +15,7 @@ import typer
 
 from aqa_cli import __version__
 from aqa_cli.errors import AqaError
+from aqa_cli.interrupts import ctrl_c_held
 
 app = typer.Typer(
     name="aqa",
@@ -80,25 +81,21 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
-    if ctx.invoked_subcommand in TORCH_COMMANDS and not {"--help", "-h"} & set(sys.argv):
+    if ctx.invoked_subcommand not in TORCH_FREE_COMMANDS | {None} and not {"--help", "-h"} & set(sys.argv):
         _import_torch()
 
 
-TORCH_COMMANDS = {"train", "eval", "score", "extract", "experiment", "weights"}
+TORCH_FREE_COMMANDS = {"preprocess", "info", "merge", "synth"}
+"""Commands that never import torch (tests/test_interrupts.py checks it); every other one imports it up
+front, with Ctrl-C held back, so that a new command is safe by default."""
 
 
 def _import_torch() -> None:
     """Import torch with Ctrl-C held back until it is done: a KeyboardInterrupt raised inside the
     initialisation of its native (pybind11) modules aborts the whole process (C++ terminate)."""
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    try:
+    with ctrl_c_held():
         import torch  # noqa: F401
         import torchvision  # noqa: F401
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise KeyboardInterrupt
 
 
 @app.command()

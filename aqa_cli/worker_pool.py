@@ -26,10 +26,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from aqa_cli.errors import AqaError
+from aqa_cli.interrupts import ctrl_c_held
 
 MAX_DEATHS = 2
 _POLL_SECONDS = 1.0  # longest wait between checks of the deadlines
@@ -59,9 +61,14 @@ class WorkerPool:
         self.size = size
         self.timeout = timeout
         self._context = multiprocessing.get_context("spawn")  # no fork under rich's refresh thread
+        # Started now, not by the first worker's start: starting it unblocks SIGINT (CPython does not
+        # restore the caller's mask), which would let that worker inherit Ctrl-C unblocked.
+        resource_tracker.ensure_running()
         self._workers: list[_Worker] = []
         try:
-            self._workers = [self._start() for _ in range(size)]
+            for _ in range(size):
+                with ctrl_c_held():  # recorded before a Ctrl-C lands, so that close() stops it
+                    self._workers.append(self._start())
         except BaseException:
             self.close()
             raise
@@ -88,7 +95,7 @@ class WorkerPool:
             for position, worker in enumerate(self._workers):
                 if worker.task is None and queue:
                     if not worker.process.is_alive():  # died while idle: no job of its own to blame
-                        worker = self._workers[position] = self._replace(worker)
+                        worker = self._replace(position)
                     self._assign(worker, work, *queue.popleft())
             busy = self._busy()
             wait(
@@ -103,7 +110,7 @@ class WorkerPool:
                     continue
                 job, deaths = worker.task
                 if not worker.process.is_alive():
-                    self._workers[position] = self._replace(worker)
+                    self._replace(position)
                     left = remaining(job)
                     if left is None:
                         continue
@@ -116,7 +123,7 @@ class WorkerPool:
                     else:
                         queue.appendleft((left, deaths + 1))
                 elif time.monotonic() - worker.heard > self.timeout:
-                    self._workers[position] = self._replace(worker)
+                    self._replace(position)
                     on_failed(job, f"stopped after {self.timeout:g} s without progress (hanging or too slow)")
 
     def close(self) -> None:
@@ -138,21 +145,23 @@ class WorkerPool:
         self._workers = []
 
     def _start(self) -> _Worker:
+        """A new worker; call it with Ctrl-C held, which the worker inherits blocked until `_serve`."""
         ours, theirs = self._context.Pipe()
         process = self._context.Process(target=_serve, args=(theirs, os.getpid()), daemon=True)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: ignored from the first byte
         try:
             process.start()
         finally:
-            signal.signal(signal.SIGINT, previous)
             theirs.close()
         return _Worker(process, ours)
 
-    def _replace(self, worker: _Worker) -> _Worker:
-        worker.process.kill()
-        worker.process.join()
-        _release(worker)
-        return self._start()
+    def _replace(self, position: int) -> _Worker:
+        with ctrl_c_held():  # never a killed worker in the list, nor a started one missing from it
+            worker = self._workers[position]
+            worker.process.kill()
+            worker.process.join()
+            _release(worker)
+            self._workers[position] = self._start()
+        return self._workers[position]
 
     def _assign(self, worker: _Worker, work: Work, job: Any, deaths: int) -> None:
         worker.task = (job, deaths)
@@ -194,6 +203,8 @@ def _release(worker: _Worker) -> None:
 
 def _serve(connection: Connection, parent: int) -> None:
     """A worker's life: run jobs until told to stop (None) or the main process goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C that came while it started is dropped here
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with(parent)
     try:
         while (task := connection.recv()) is not None:
