@@ -69,22 +69,37 @@ def rebuild_store(stage: Stage, store: Path) -> None:
         stage.inputs.preprocess_into(store)
 
 
+Arrange = Callable[[Path, int], tuple[Path, Callable[[], None], list | None]]
+
+
+def damage_trials(
+    stage: Stage, damage: str, target: str, count: int, tmp_path: Path, arrange: Arrange
+) -> None:
+    """`count` runs of `stage`, each in a folder of its own that `arrange(out, trial)` prepares; it returns
+    the file to damage, the remedy a refusal names, and the command (None: the stage's own)."""
+    stage.reference  # noqa: B018 - the undisturbed run to compare with
+    rng = random.Random(f"{damage} {target} {stage.name}")
+    for trial in range(count):
+        out = tmp_path / f"trial{trial}"
+        damaged, remedy, command = arrange(out, trial)
+        DAMAGES[damage](damaged, rng)
+        run_damaged(stage, out, remedy, f"{target}: {damage}", command)
+        shutil.rmtree(out)
+
+
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_previous_store_is_repaired_or_refused(
     stages: dict[str, Stage], damage: str, tmp_path: Path
 ) -> None:
     stage = stages["preprocess"]
-    count = damage_cases(damage, quick=True)
-    stage.reference  # noqa: B018
-    rng = random.Random(f"{damage} preprocess")
-    for trial in range(count):
-        out = tmp_path / f"trial{trial}"
+
+    def arrange(out: Path, trial: int) -> tuple[Path, Callable[[], None], None]:
         stage.prepare(out, previous=trial % 2 == 0)  # the earlier, smaller store, or a finished one
         if trial % 2:
             shutil.copy2(stage.reference_dir / "store.h5", out / "store.h5")
-        DAMAGES[damage](out / "store.h5", rng)
-        run_damaged(stage, out, (out / "store.h5").unlink, f"previous store: {damage}")
-        shutil.rmtree(out)
+        return out / "store.h5", (out / "store.h5").unlink, None
+
+    damage_trials(stage, damage, "previous store", damage_cases(damage, quick=True), tmp_path, arrange)
 
 
 @pytest.mark.parametrize("name", ["train", "eval", "extract"])
@@ -93,17 +108,14 @@ def test_a_damaged_input_store_is_refused_or_harmless(
     stages: dict[str, Stage], name: str, damage: str, tmp_path: Path
 ) -> None:
     stage = stages[name]
-    count = damage_cases(damage, quick=False)
-    stage.reference  # noqa: B018
-    rng = random.Random(f"{damage} store {name}")
-    for trial in range(count):
-        out = tmp_path / f"trial{trial}"
+
+    def arrange(out: Path, trial: int) -> tuple[Path, Callable[[], None], None]:
         stage.prepare(out)
         store = out / "input.h5"
         shutil.copy2(stage.inputs.store, store)
-        DAMAGES[damage](store, rng)
-        run_damaged(stage, out, partial(rebuild_store, stage, store), f"input store: {damage}")
-        shutil.rmtree(out)
+        return store, partial(rebuild_store, stage, store), None
+
+    damage_trials(stage, damage, "input store", damage_cases(damage, quick=False), tmp_path, arrange)
 
 
 @pytest.mark.parametrize("name", ["eval", "score"])
@@ -112,19 +124,15 @@ def test_a_damaged_checkpoint_is_refused_or_harmless(
     stages: dict[str, Stage], name: str, damage: str, tmp_path: Path
 ) -> None:
     stage = stages[name]
-    count = damage_cases(damage, quick=False)
-    stage.reference  # noqa: B018
-    rng = random.Random(f"{damage} checkpoint {name}")
-    for trial in range(count):
-        out = tmp_path / f"trial{trial}"
+
+    def arrange(out: Path, trial: int) -> tuple[Path, Callable[[], None], None]:
         stage.prepare(out)
         checkpoint = stage.checkpoint_in(out)
         checkpoint.unlink()
         shutil.copy2(stage.checkpoint, checkpoint)  # a copy of its own, not a link to the shared one
-        DAMAGES[damage](checkpoint, rng)
-        copy_it_again = partial(shutil.copy2, stage.checkpoint, checkpoint)
-        run_damaged(stage, out, copy_it_again, f"checkpoint: {damage}")
-        shutil.rmtree(out)
+        return checkpoint, partial(shutil.copy2, stage.checkpoint, checkpoint), None
+
+    damage_trials(stage, damage, "checkpoint", damage_cases(damage, quick=False), tmp_path, arrange)
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
@@ -132,14 +140,10 @@ def test_resuming_from_a_damaged_checkpoint_is_refused_or_harmless(
     stages: dict[str, Stage], damage: str, tmp_path: Path
 ) -> None:
     stage = stages["train"]
-    count = damage_cases(damage, quick=False)
-    stage.reference  # noqa: B018
-    rng = random.Random(f"{damage} resume")
-    for trial in range(count):
-        out = tmp_path / f"trial{trial}"
+
+    def arrange(out: Path, trial: int) -> tuple[Path, Callable[[], None], list]:
         shutil.copytree(stage.halfway, out / "run")
-        DAMAGES[damage](out / "run" / "last.pt", rng)
-        resume = stage.rerun(out)  # `aqa train --out RUN --resume`
         start_over = partial(shutil.rmtree, out / "run")  # what the error says when there is no intact copy
-        run_damaged(stage, out, start_over, f"checkpoint to resume: {damage}", resume)
-        shutil.rmtree(out)
+        return out / "run" / "last.pt", start_over, stage.rerun(out)  # `aqa train --out RUN --resume`
+
+    damage_trials(stage, damage, "checkpoint to resume", damage_cases(damage, quick=False), tmp_path, arrange)
