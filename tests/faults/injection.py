@@ -29,6 +29,7 @@ from unittest import mock
 import pytest
 
 FULL = os.environ.get("AQA_FAULTS") == "full"
+SCALE = int(os.environ.get("AQA_FAULT_SCALE", "1"))  # a harder full run: every count times SCALE
 LOG = os.environ.get("AQA_FAULT_LOG")
 full_only = pytest.mark.skipif(not FULL, reason="exhaustive fault run: `make faults`")
 MESSAGE_PREFIXES = ("error:", "interrupted:")
@@ -36,9 +37,9 @@ UNWANTED = ("Traceback", "Exception ignored", "Error in atexit", "Segmentation f
 
 
 def fault_count(quick: int, full: int) -> int:
-    """How many faults of a kind to inject: a few in `make test`, many in `make faults`; a test that has
-    none to inject in this run is skipped."""
-    count = full if FULL else quick
+    """How many faults of a kind to inject: a few in `make test`, many in `make faults` (times
+    AQA_FAULT_SCALE); a test that has none to inject in this run is skipped."""
+    count = full * SCALE if FULL else quick
     if not count:
         pytest.skip("exhaustive fault run only: `make faults`")
     return count
