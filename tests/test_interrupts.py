@@ -142,11 +142,11 @@ def test_ctrl_c_while_a_checkpoint_is_written_ends_in_a_whole_checkpoint(tmp_pat
             os.kill(os.getpid(), signal.SIGINT)
         threading.Thread(target=ctrl_c_once_writing, daemon=True).start()
         try:
-            save_checkpoint(path, {{"weights": torch.ones(20_000_000)}})
+            save_checkpoint(path, {{"weights": torch.ones(50_000_000)}})
             print("not interrupted")
         except KeyboardInterrupt:
             print("interrupted")
         print(int(load_checkpoint(path)["weights"].sum()))
         """,
     )
-    assert result.stdout.split() == ["interrupted", "20000000"], result.stdout + result.stderr
+    assert result.stdout.split() == ["interrupted", "50000000"], result.stdout + result.stderr
