@@ -81,7 +81,8 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
-    if ctx.invoked_subcommand not in TORCH_FREE_COMMANDS | {None} and not {"--help", "-h"} & set(sys.argv):
+    groups = {group.name for group in app.registered_groups}  # they import it once a command is given
+    if ctx.invoked_subcommand not in TORCH_FREE_COMMANDS | groups | {None}:
         _import_torch()
 
 
@@ -90,9 +91,14 @@ TORCH_FREE_COMMANDS = {"preprocess", "info", "merge", "synth"}
 front, with Ctrl-C held back, so that a new command is safe by default."""
 
 
+@weights_app.callback()
+@features_app.callback()
 def _import_torch() -> None:
     """Import torch with Ctrl-C held back until it is done: a KeyboardInterrupt raised inside the
-    initialisation of its native (pybind11) modules aborts the whole process (C++ terminate)."""
+    initialisation of its native (pybind11) modules aborts the whole process (C++ terminate). Not for
+    `--help`, which needs no torch (3 s of imports on 2 cores)."""
+    if {"--help", "-h"} & set(sys.argv):
+        return
     with ctrl_c_held():
         import torch  # noqa: F401
         import torchvision  # noqa: F401

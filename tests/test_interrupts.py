@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 PREAMBLE = """
 import multiprocessing, os, signal, sys
 from aqa_cli.interrupts import ctrl_c_held
@@ -150,3 +152,27 @@ def test_ctrl_c_while_a_checkpoint_is_written_ends_in_a_whole_checkpoint(tmp_pat
         """,
     )
     assert result.stdout.split() == ["interrupted", "50000000"], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "held"),
+    [
+        (["features", "info", "missing.h5"], True),
+        (["weights", "inspect", "missing.pth"], True),
+        (["eval", "--run", "missing"], True),
+        (["features"], False),  # only its help: no torch to import
+        (["weights"], False),
+        (["eval", "--help"], False),
+    ],
+)
+def test_torch_is_imported_under_the_hold_exactly_when_a_command_will_run(monkeypatch, args, held):
+    import contextlib
+
+    from aqa_cli import cli
+
+    holds = []
+    monkeypatch.setattr(cli, "ctrl_c_held", lambda: holds.append(args) or contextlib.nullcontext())
+    monkeypatch.setattr(sys, "argv", ["aqa", *args])
+    with contextlib.suppress(Exception, SystemExit):
+        cli.app(args, standalone_mode=False)
+    assert bool(holds) == held
