@@ -74,11 +74,15 @@ class StoreConfig:
     height: int
     compression: str
 
+    def describe(self) -> str:
+        """As the preprocess options that make it: `--frames 103, --fit uniform, ..., width 171, ...`."""
+        return ", ".join(_setting(name, value) for name, value in asdict(self).items())
+
     def differences(self, earlier: dict) -> str:
         """What `earlier` (a StoreConfig as a dict) was made with where it differs from this one, as the
         options that would reproduce it: `--compression lzf (now none)`."""
         return ", ".join(
-            f"--{name} {earlier.get(name)} (now {value})"
+            f"{_setting(name, earlier.get(name))} (now {value})"
             for name, value in asdict(self).items()
             if earlier.get(name) != value
         )
@@ -235,8 +239,9 @@ def partial_dir_for(store_path: Path) -> Path:
     return Path(str(store_path) + ".partial")
 
 
-def _describe(config: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in config.items())
+def _setting(name: str, value: object) -> str:
+    """A StoreConfig field as the preprocess option that sets it (the frame size is fixed, no option)."""
+    return f"{name} {value}" if name in ("width", "height") else f"--{name} {value}"
 
 
 def _fsync_file(path: Path) -> None:
@@ -638,7 +643,7 @@ def merge_stores(shards: Iterable[Path], out: Path) -> None:
         if len(configs) > 1:
             raise AqaError(
                 "the shards were preprocessed with different settings and cannot be merged: "
-                + "; ".join(f"{s.path}: {_describe(asdict(s.config))}" for s in stores)
+                + "; ".join(f"{s.path}: {s.config.describe()}" for s in stores)
             )
         config = configs.pop()
         rows = sorted(

@@ -196,6 +196,10 @@ def test_shards_merge_into_the_unsharded_store(tmp_path: Path, aqa) -> None:
         assert list(a.column("id")) == list(b.column("id"))
         np.testing.assert_array_equal(a.file["frames"][()], b.file["frames"][()])
         np.testing.assert_array_equal(a.column("index"), b.column("index"))
+    odd = tmp_path / "odd.h5"
+    aqa("preprocess", videos, "--out", odd, "--frames", "6", "--shard", "1/2", check=0)
+    refused = aqa("merge", shards[0], odd, "--out", tmp_path / "mixed.h5", check=2)
+    assert "cannot be merged" in refused.stderr and f"{odd}: --frames 6, --fit uniform" in refused.stderr
 
 
 @pytest.mark.parametrize("compression", ["gzip", "lzf"])
