@@ -23,7 +23,7 @@ FAULT_LOG ?= faults-log.jsonl
 faults: setup
 	rm -f $(FAULT_LOG)
 	AQA_FAULTS=full AQA_FAULT_LOG=$(FAULT_LOG) $(BIN)/python -m pytest -q tests/faults
-	$(BIN)/python tests/faults/summary.py $(FAULT_LOG)
+	$(BIN)/python -m tests.faults.summary $(FAULT_LOG)
 
 # The whole job on the synthetic demo data, small enough for a CPU: a random-init ResNet-10 on 32-frame
 # windows (4 clips of 8 frames). Real MTL-AQA runs use the defaults (R(2+1)D-34, 96 frames, 3 clips).

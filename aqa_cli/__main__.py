@@ -1,3 +1,3 @@
-from aqa_cli.cli import main
+from aqa_cli.cli.main import main
 
 main()

@@ -41,8 +41,8 @@ def write_jpeg_folders(store_path: Path, out: Path) -> list[Path]:
     """One folder per stored sample with its 103 frames as 000001.jpg ..., at the source's own size."""
     from PIL import Image
 
-    from aqa_cli.store import VideoStore
-    from aqa_cli.video import VideoDecoder
+    from aqa_cli.media.decoder import VideoDecoder
+    from aqa_cli.stores.video_store import VideoStore
 
     with VideoStore(store_path) as store_file:
         sources = store_file.column("source")
@@ -138,9 +138,10 @@ def run() -> list[dict]:
         import PIL  # noqa: F401
     except ImportError:
         return [row("loader vs JPEG folders", "skipped: Pillow missing (pip install -e '.[bench]')", "")]
-    from aqa_cli.data import StoreClips, WindowConfig
-    from aqa_cli.models import NORMALIZATIONS
-    from aqa_cli.store import VideoStore
+    from aqa_cli.data.datasets import StoreClips
+    from aqa_cli.data.windows import WindowConfig
+    from aqa_cli.models.normalization import NORMALIZATIONS
+    from aqa_cli.stores.video_store import VideoStore
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in DataLoader workers; see the module docstring

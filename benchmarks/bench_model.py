@@ -90,7 +90,7 @@ def _step(model, inputs, loss_of) -> tuple[float, float, float]:
 
 
 def measure(name: str, fields: dict, frames: int, crop: int, warmup: int, steps: int) -> list[dict]:
-    from aqa_cli.models import ModelConfig, build_model
+    from aqa_cli.models.model import ModelConfig, build_model
 
     torch.manual_seed(0)
     ours = build_model(ModelConfig(**fields)).train()

@@ -2,7 +2,7 @@
 
 Self-contained: needs torch, torchvision, h5py and numpy only, and synthetic input. Run it from the
 root of a checkout (`python benchmarks/gpu_step.py`): it uses the toolkit's model and data loader
-(`aqa_cli.models`, `aqa_cli.data`) when they import, else torchvision's building blocks of the same
+(`aqa_cli.models`, `aqa_cli.data.windows`) when they import, else torchvision's building blocks of the same
 shape and a plain HDF5 loader doing the same work.
 
 Measures, on the first CUDA device:
@@ -76,7 +76,7 @@ MEAN, STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)  # kineti
 def build(depth: int, clip: int) -> tuple[nn.Module, str]:
     """The AQA model (IG-65M R(2+1)D of `depth`, Weight-Decider), and where it came from."""
     try:
-        from aqa_cli.models import ModelConfig, build_model
+        from aqa_cli.models.model import ModelConfig, build_model
 
         family = "ig65m" if depth == 34 else "hara"
         model = build_model(ModelConfig(depth=depth, conv="2plus1d", family=family, clip_len=clip))
@@ -131,7 +131,7 @@ def _score(out):
 @functools.cache
 def _normalization():
     try:
-        from aqa_cli.models import NORMALIZATIONS
+        from aqa_cli.models.normalization import NORMALIZATIONS
 
         return NORMALIZATIONS["kinetics400"].apply
     except Exception:  # noqa: BLE001 - any import problem: the same arithmetic here
@@ -278,7 +278,7 @@ def write_store(path: Path, size: dict) -> None:
 
 class _PlainClips(torch.utils.data.Dataset):
     """What `StoreClips` does (whole-sample read, random window, crop, flip; uint8), for a checkout whose
-    `aqa_cli.data` does not import."""
+    `aqa_cli.data.windows` does not import."""
 
     def __init__(self, path: Path, size: dict):
         self.path, self.size, self.file = path, size, None
@@ -306,7 +306,8 @@ class _PlainClips(torch.utils.data.Dataset):
 
 def dataset(path: Path, size: dict) -> tuple[torch.utils.data.Dataset, str]:
     try:
-        from aqa_cli.data import StoreClips, WindowConfig
+        from aqa_cli.data.datasets import StoreClips
+        from aqa_cli.data.windows import WindowConfig
 
         window = WindowConfig(frames=size["frames"], crop=size["crop"])
         return StoreClips(path, range(size["samples"]), window, train=True), "aqa_cli.data.StoreClips"

@@ -1,7 +1,8 @@
 import signal
 
 import pytest
-from helpers import run_aqa
+
+from tests.helpers import run_aqa
 
 
 @pytest.fixture(autouse=True)
@@ -17,4 +18,4 @@ def aqa():
     return run_aqa
 
 
-from mtl_aqa_trees import small_annotations  # noqa: E402, F401 - a fixture shared by the MTL-AQA tests
+from tests.mtl_aqa_trees import small_annotations  # noqa: E402, F401 - a fixture shared by the MTL-AQA tests

@@ -17,6 +17,8 @@ import av
 import h5py
 import numpy as np
 
+from aqa_cli.media.decoder import FRAME_SIZE, VideoDecoder, VideoInfo
+
 NUMBER_BITS = 12
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_VIDEOS = SHARED / "data" / "videos"
@@ -128,3 +130,12 @@ def run_aqa(*args, cwd=None, check=None, timeout=900) -> subprocess.CompletedPro
             f"exit {result.returncode} != {check}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
+
+
+def read_video(
+    path: str | Path, size: tuple[int, int] | None = FRAME_SIZE
+) -> tuple[np.ndarray, VideoInfo, int]:
+    """All frames of a video through the decoder as (T, H, W, 3) uint8, with its info and the packets lost."""
+    with VideoDecoder(path, size) as decoder:
+        frames = np.stack([frame for _, frame in decoder.frames()])
+        return frames, decoder.info, decoder.frames_lost

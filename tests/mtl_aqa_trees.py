@@ -11,10 +11,10 @@ from pathlib import Path
 
 import av
 import pytest
-from helpers import SHARED_MTL_AQA, number_frame, read_number, write_image, write_number_video
 
-from aqa_cli.safe_pickle import load_pickle
-from aqa_cli.sources.base import IMAGES_NUMBERED, IMAGES_SORTED, VIDEO, Sample
+from aqa_cli.media.sources.base import IMAGES_NUMBERED, IMAGES_SORTED, VIDEO, Sample
+from aqa_cli.util.safe_pickle import load_pickle
+from tests.helpers import SHARED_MTL_AQA, number_frame, read_number, write_image, write_number_video
 
 needs_shared = pytest.mark.skipif(
     not SHARED_MTL_AQA.is_dir(), reason=f"real MTL-AQA annotations not found at {SHARED_MTL_AQA}"

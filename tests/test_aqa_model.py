@@ -9,17 +9,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from aqa_cli.errors import AqaError
-from aqa_cli.models import (
-    NORMALIZATIONS,
-    AQAHead,
-    AQAModel,
-    AverageAggregation,
-    ModelConfig,
-    build_backbone,
-    build_head,
-    build_model,
-)
+from aqa_cli.models.backbones import build_backbone
+from aqa_cli.models.heads import AQAHead, AverageAggregation
+from aqa_cli.models.model import AQAModel, ModelConfig, build_head, build_model
+from aqa_cli.models.normalization import NORMALIZATIONS
+from aqa_cli.util.errors import AqaError
 
 
 class TinyBackbone(nn.Module):
@@ -159,7 +153,7 @@ def test_clips_go_through_the_backbone_as_one_batch_in_order(clip_len: int, clip
 
 def test_frames_not_divisible_by_the_clip_length_fail_clearly() -> None:
     model = AQAModel(TinyBackbone(), AQAHead(TinyBackbone.feature_dim, "avg"), 16)
-    with pytest.raises(AqaError, match="90 frames does not split into clips of 16"):
+    with pytest.raises(AqaError, match="--clip 16 does not divide --frames 90"):
         model.clip_features(torch.zeros(1, 3, 90, 8, 8))
 
 

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 from torchvision.models.video import r2plus1d_18, r3d_18
 
-from aqa_cli.errors import AqaError
-from aqa_cli.models import LAYOUTS, NORMALIZATIONS, Normalization, VideoResNetFeatures, build_backbone
+from aqa_cli.models.backbones import VideoResNetFeatures, build_backbone
+from aqa_cli.models.normalization import NORMALIZATIONS, Normalization
+from aqa_cli.models.pretrained import LAYOUTS
+from aqa_cli.util.errors import AqaError
 
 
 def on_meta(depth: int, conv: str, **options) -> VideoResNetFeatures:

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from aqa_cli.errors import AqaError
-from aqa_cli.experiment import Cell, resolve_grid, ridge_fit, run_experiment, weights_for
+from aqa_cli.evaluation.ridge import ridge_fit
+from aqa_cli.pipelines.experiment import Cell, resolve_grid, run_experiment, weights_for
+from aqa_cli.util.errors import AqaError
 
 TINY = ["--depth", "10", "--conv", "3d", "--clip", "8", "--frames", "16", "--crop", "48", "--workers", "0"]
 TRAIN = ["--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--val-fraction", "0.25"]
@@ -83,7 +84,7 @@ def test_a_tiny_grid_gives_the_table_and_reports_a_failed_cell(store: Path, tmp_
 def test_imported_features_grid_over_targets_aggregations_and_seeds(tmp_path: Path) -> None:
     from test_features import write_layout
 
-    from aqa_cli.feature_import import import_features
+    from aqa_cli.pipelines.import_features import import_features
 
     (tmp_path / "feats").mkdir()
     write_layout(tmp_path)

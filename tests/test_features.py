@@ -17,20 +17,21 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 
-from aqa_cli.checkpoint import load_checkpoint, load_trained_model
-from aqa_cli.config import TrainConfig
-from aqa_cli.data import WindowConfig, centred_window
-from aqa_cli.errors import AqaError
-from aqa_cli.evaluate import evaluate_checkpoint
-from aqa_cli.feature_import import import_features
-from aqa_cli.features import ExtractOptions, FeatureStore, extract_features, frozen_backbone
-from aqa_cli.models.aqa import clip_features
-from aqa_cli.store import VideoStore
-from aqa_cli.train import train
-
-QUIET = Console(quiet=True)
+from aqa_cli.checkpoints.io import load_checkpoint
+from aqa_cli.checkpoints.restore import load_trained_model
+from aqa_cli.data.windows import WindowConfig, centred_window
+from aqa_cli.evaluation.evaluate import evaluate_checkpoint
+from aqa_cli.models.model import clip_features
+from aqa_cli.models.provenance import frozen_backbone
+from aqa_cli.pipelines.extract import extract_features
+from aqa_cli.pipelines.import_features import import_features
+from aqa_cli.pipelines.options import ExtractOptions
+from aqa_cli.stores.feature_store import FeatureStore
+from aqa_cli.stores.video_store import VideoStore
+from aqa_cli.training.config import TrainConfig
+from aqa_cli.training.dispatch import train
+from aqa_cli.util.errors import AqaError
 
 SHARED_FISV = Path(__file__).resolve().parents[2] / "shared" / "data" / "features" / "fis-v"
 BACKBONE = ["--depth", "10", "--conv", "3d", "--clip", "8", "--frames", "16", "--workers", "0"]
@@ -142,9 +143,9 @@ def test_head_training_resumes_like_an_uninterrupted_run(extracted: Path, tmp_pa
     config = TrainConfig(
         features=str(extracted), batch_size=4, lr=1e-3, val_fraction=0.25, agg="wd", epochs=4
     )
-    train(dataclasses.replace(config, out=str(tmp_path / "whole")), console=QUIET)
-    train(dataclasses.replace(config, out=str(tmp_path / "parts"), epochs=2), console=QUIET)
-    train(dataclasses.replace(config, out=str(tmp_path / "parts")), resume=True, console=QUIET)
+    train(dataclasses.replace(config, out=str(tmp_path / "whole")))
+    train(dataclasses.replace(config, out=str(tmp_path / "parts"), epochs=2))
+    train(dataclasses.replace(config, out=str(tmp_path / "parts")), resume=True)
     whole, parts = (
         load_checkpoint(tmp_path / "whole" / "last.pt"),
         load_checkpoint(tmp_path / "parts" / "last.pt"),
@@ -207,7 +208,7 @@ def test_extract_killed_with_sigkill_resumes_to_the_same_file(few_dives: Path, t
         expected = backbone_features(few_dives, [3], crop=48, shift=shift, flip=flip)[0]
         np.testing.assert_allclose(stored[view], expected, rtol=2e-3, atol=2e-3, err_msg=f"view {view}")
 
-    from aqa_cli.head_training import FeatureClips
+    from aqa_cli.training.heads import FeatureClips
 
     training = FeatureClips(reference, [0, 1, 2, 4], "score", train=True, seed=0)
     views_of_row0 = []
@@ -256,7 +257,6 @@ def test_a_generated_layout_imports_with_variable_clip_counts(tmp_path: Path, aq
     run = tmp_path / "run"
     train(
         TrainConfig(features=str(out), target="execution", out=str(run), epochs=3, batch_size=4),
-        console=QUIET,
     )
     payload = load_checkpoint(run / "last.pt")
     assert payload["features"]["target"] == "execution" and payload["backbone"] is None

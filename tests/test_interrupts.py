@@ -14,8 +14,8 @@ import pytest
 
 PREAMBLE = """
 import multiprocessing, os, signal, sys
-from aqa_cli.interrupts import ctrl_c_held
-from aqa_cli.worker_pool import WorkerPool
+from aqa_cli.util.interrupts import ctrl_c_held
+from aqa_cli.media.worker_pool import WorkerPool
 
 def double(job, emit):
     emit(job * 2)
@@ -94,7 +94,8 @@ def test_the_commands_said_to_be_torch_free_never_import_torch(tmp_path):
     # every other command imports torch up front with Ctrl-C held back; these must not need to
     script = f"""
 import sys
-from aqa_cli.cli import TORCH_FREE_COMMANDS, app
+from aqa_cli.cli.app import TORCH_FREE_COMMANDS
+from aqa_cli.cli.commands import app
 runs = [
     ["synth", "{tmp_path}/videos", "--videos", "4", "--frames", "20"],
     *[["preprocess", "{tmp_path}/videos/manifest.csv", "--out", f"{tmp_path}/part{{k}}.h5", "--frames", "8",
@@ -135,10 +136,10 @@ def test_ctrl_c_while_a_checkpoint_is_written_ends_in_a_whole_checkpoint(tmp_pat
         import threading, time
         from pathlib import Path
         import torch
-        from aqa_cli.checkpoint import load_checkpoint, save_checkpoint
+        from aqa_cli.checkpoints.io import load_checkpoint, save_checkpoint
         path = Path("{tmp_path}") / "last.pt"
         def ctrl_c_once_writing():
-            temp = path.with_suffix(".pt.tmp")
+            temp = path.with_name(f".{{path.name}}.{{os.getpid()}}.tmp")
             while not (temp.exists() and temp.stat().st_size > 0):
                 time.sleep(0.0005)
             os.kill(os.getpid(), signal.SIGINT)
@@ -168,7 +169,8 @@ def test_ctrl_c_while_a_checkpoint_is_written_ends_in_a_whole_checkpoint(tmp_pat
 def test_torch_is_imported_under_the_hold_exactly_when_a_command_will_run(monkeypatch, args, held):
     import contextlib
 
-    from aqa_cli import cli
+    import aqa_cli.cli.commands  # noqa: F401 - adds the commands to the app
+    from aqa_cli.cli import app as cli
 
     holds = []
     monkeypatch.setattr(cli, "ctrl_c_held", lambda: holds.append(args) or contextlib.nullcontext())

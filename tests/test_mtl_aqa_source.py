@@ -10,8 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import SHARED_MTL_AQA, write_number_video
-from mtl_aqa_trees import (
+
+from aqa_cli.media.sources import mtl_aqa
+from aqa_cli.media.sources.base import IMAGES_NUMBERED, IMAGES_SORTED, VIDEO
+from aqa_cli.media.sources.mtl_aqa import find_mtl_aqa_root, scan_mtl_aqa
+from aqa_cli.util.errors import AqaError
+from aqa_cli.util.safe_pickle import load_pickle
+from tests.helpers import SHARED_MTL_AQA, write_number_video
+from tests.mtl_aqa_trees import (
     LAYOUTS,
     LOOKED_FOR,
     PICKLES,
@@ -26,12 +32,6 @@ from mtl_aqa_trees import (
     write_annotations,
     write_frame,
 )
-
-from aqa_cli.errors import AqaError
-from aqa_cli.safe_pickle import load_pickle
-from aqa_cli.sources import mtl_aqa
-from aqa_cli.sources.base import IMAGES_NUMBERED, IMAGES_SORTED, VIDEO
-from aqa_cli.sources.mtl_aqa import find_mtl_aqa_root, scan_mtl_aqa
 
 # ---------------------------------------------------------------- each layout, exactly
 

@@ -15,7 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import (
+
+from aqa_cli.media.fitting import stored_indices
+from aqa_cli.stores.video_store import VideoStore, store_lock
+from tests.helpers import (
     assert_same_content,
     number_frame,
     read_number,
@@ -23,9 +26,6 @@ from helpers import (
     write_image,
     write_number_video,
 )
-
-from aqa_cli.sampling import stored_indices
-from aqa_cli.store import VideoStore, store_lock
 
 
 def write_manifest(path: Path, rows: list[dict]) -> Path:

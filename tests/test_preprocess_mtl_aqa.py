@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_number
-from mtl_aqa_trees import LAYOUTS, SMALL_ENDS, Annotations, write_annotations
 
-from aqa_cli.store import VideoStore
+from aqa_cli.stores.video_store import VideoStore
+from tests.helpers import read_number
+from tests.mtl_aqa_trees import LAYOUTS, SMALL_ENDS, Annotations, write_annotations
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

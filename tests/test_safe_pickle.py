@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_MTL_AQA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aqa_cli.errors import AqaError
-from aqa_cli.safe_pickle import load_pickle
+from aqa_cli.util.errors import AqaError
+from aqa_cli.util.safe_pickle import load_pickle
+from tests.helpers import SHARED_MTL_AQA
 
 needs_shared = pytest.mark.skipif(
     not SHARED_MTL_AQA.is_dir(), reason=f"real MTL-AQA annotations not found at {SHARED_MTL_AQA}"

@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SHARED_VIDEOS, number_frame, write_video
 
-from aqa_cli import report
-from aqa_cli.checkpoint import load_trained_model, save_checkpoint
-from aqa_cli.errors import AqaError
-from aqa_cli.evaluate import predict
-from aqa_cli.models import ModelConfig, build_model
-from aqa_cli.report import print_scores
-from aqa_cli.sampling import stored_indices
-from aqa_cli.score import difficulty_per_video, score_videos
-from aqa_cli.store import VideoStore
+from aqa_cli.checkpoints.io import save_checkpoint
+from aqa_cli.checkpoints.restore import load_trained_model
+from aqa_cli.cli import output as report
+from aqa_cli.cli.output import print_scores
+from aqa_cli.evaluation.evaluate import predict
+from aqa_cli.evaluation.score import difficulty_per_video, score_videos
+from aqa_cli.media.fitting import stored_indices
+from aqa_cli.models.model import ModelConfig, build_model
+from aqa_cli.stores.video_store import VideoStore
+from aqa_cli.util.errors import AqaError
+from tests.helpers import SHARED_VIDEOS, number_frame, write_video
 
 STORED_FRAMES, WINDOW_FRAMES, CLIP_LEN, CROP = 40, 32, 8, 48
 CLIPS = WINDOW_FRAMES // CLIP_LEN

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aqa_cli.checkpoint import load_checkpoint
+from aqa_cli.checkpoints.io import load_checkpoint
 
 TINY = [
     "--depth",
@@ -285,7 +285,9 @@ def test_persistent_loader_workers_draw_each_epochs_own_windows(small_store: Pat
     every epoch draws new windows, and the same ones with 2 persistent workers as with none."""
     from torch.utils.data import DataLoader
 
-    from aqa_cli.data import EpochTagged, SeededShuffle, StoreClips, WindowConfig
+    from aqa_cli.data.datasets import StoreClips
+    from aqa_cli.data.samplers import EpochTagged, SeededShuffle
+    from aqa_cli.data.windows import WindowConfig
 
     def epochs(workers: int, which: list[int]) -> list[dict[int, torch.Tensor]]:
         dataset = StoreClips(small_store, range(12), WindowConfig(frames=16, crop=64), train=True, seed=5)

@@ -1,4 +1,4 @@
-"""aqa_cli.video on real bytes: videos encoded here with PyAV, and the real files in ../shared/data/videos."""
+"""aqa_cli.media.decoder on real bytes: videos encoded here with PyAV, and the real files in ../shared/data/videos."""
 
 from __future__ import annotations
 
@@ -11,11 +11,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import SHARED_VIDEOS, number_frame, read_number, write_image, write_number_video
 from numpy.lib.stride_tricks import sliding_window_view
 
-from aqa_cli.errors import AqaError
-from aqa_cli.video import FRAME_SIZE, VideoDecoder, decode_image, read_video
+from aqa_cli.media.decoder import FRAME_SIZE, VideoDecoder, decode_image
+from aqa_cli.util.errors import AqaError
+from tests.helpers import (
+    SHARED_VIDEOS,
+    number_frame,
+    read_number,
+    read_video,
+    write_image,
+    write_number_video,
+)
 
 SHAPE = (FRAME_SIZE[1], FRAME_SIZE[0], 3)
 
@@ -160,7 +167,7 @@ def test_decode_image(tmp_path, name):
 
 
 def test_decoding_does_not_import_torch():
-    code = "import sys, aqa_cli.video; sys.exit('torch' in sys.modules)"
+    code = "import sys, aqa_cli.media.decoder; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

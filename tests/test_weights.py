@@ -18,9 +18,11 @@ from torchvision.models.video import mc3_18, r2plus1d_18, r3d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 from typer.testing import CliRunner
 
-from aqa_cli.cli import app
-from aqa_cli.errors import AqaError
-from aqa_cli.models import NORMALIZATIONS, VideoResNetFeatures, build_backbone, inspect_weights, read_weights
+from aqa_cli.cli.commands import app
+from aqa_cli.models.backbones import VideoResNetFeatures, build_backbone
+from aqa_cli.models.normalization import NORMALIZATIONS
+from aqa_cli.models.pretrained import inspect_weights, read_weights
+from aqa_cli.util.errors import AqaError
 
 CLIP = (1, 3, 8, 32, 32)
 

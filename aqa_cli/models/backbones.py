@@ -24,8 +24,7 @@ from torchvision.models.video.resnet import (
     VideoResNet,
 )
 
-from aqa_cli.errors import AqaError
-from aqa_cli.models.weights import (
+from aqa_cli.models.pretrained import (
     FAMILY_NORMALIZATION,
     LAYOUTS,
     NORMALIZATIONS,
@@ -35,6 +34,7 @@ from aqa_cli.models.weights import (
     load_strictly,
     read_weights,
 )
+from aqa_cli.util.errors import AqaError
 
 DEFAULT_FAMILY = "hara"
 CONV_TYPES = ("3d", "2plus1d")

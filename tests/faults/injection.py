@@ -173,7 +173,7 @@ def wait_for_lock(lock_file: Path, process: subprocess.Popen, timeout: float = 6
 def run_in_process(args: list) -> Finished:
     """`aqa ARGS` in this process, through the same `main` as the installed command (no interpreter and
     torch to start: for the many runs of property tests)."""
-    from aqa_cli.cli import main
+    from aqa_cli.cli.main import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     started = time.monotonic()

@@ -19,10 +19,10 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from helpers import store_content, write_number_video
-from injection import assert_success, run
 
-from aqa_cli.checkpoint import load_checkpoint
+from aqa_cli.checkpoints.io import load_checkpoint
+from tests.faults.injection import assert_success, run
+from tests.helpers import store_content, write_number_video
 
 VIDEOS = 8
 TRAIN_EPOCHS = 2
@@ -94,6 +94,32 @@ class Inputs:
     def store(self) -> Path:
         store = self.root / "store.h5"
         assert_success(run(["preprocess", self.manifest, "--out", store, *PREPROCESS_OPTIONS]))
+        return store
+
+    @cached_property
+    def shards(self) -> list[Path]:
+        """The inputs preprocessed as two shards (`--shard K/2`), for `aqa merge`."""
+        shards = [self.root / f"shard{k}.h5" for k in range(2)]
+        for k, shard in enumerate(shards):
+            args = ["preprocess", self.manifest, "--out", shard, *PREPROCESS_OPTIONS, "--shard", f"{k}/2"]
+            assert_success(run(args))
+        return shards
+
+    @cached_property
+    def features(self) -> Path:
+        """A small imported feature store: 16 videos of 3-6 clips of 8 values, the score in their mean."""
+        folder = self.root / "features"
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        lines = {"train": [], "test": []}
+        for i in range(16):
+            clips = rng.normal(size=(3 + i % 4, 8)).astype(np.float32)
+            np.save(folder / f"f{i}.npy", clips)
+            lines["test" if i >= 12 else "train"].append(f"f{i},{50 + 10 * clips[:, 0].mean():.3f}")
+        for split, rows in lines.items():
+            (folder / f"{split}.csv").write_text("id,score\n" + "\n".join(rows) + "\n")
+        store = self.root / "features.h5"
+        assert_success(run(["features", "import", folder, "--out", store]))
         return store
 
     def preprocess_into(self, store: Path, manifest: Path | None = None) -> None:
@@ -362,6 +388,82 @@ class Extract(Stage):
         return {"features": h5_content(features, inputs)}
 
 
+class Merge(Stage):
+    name = "merge"
+    lock = "store.h5.lock"
+
+    def prepare(self, out: Path, previous: bool = False) -> None:
+        super().prepare(out)
+        for shard in self.inputs.shards:
+            place(shard, out / shard.name)  # a merged store reads its shards beside it
+        if previous:
+            shutil.copy2(self.reference_dir / "store.h5", out / "store.h5")
+
+    def command(self, out: Path) -> list:
+        return ["merge", *(out / shard.name for shard in self.inputs.shards), "--out", out / "store.h5"]
+
+    def outputs(self, out: Path) -> dict:
+        store = out / "store.h5"
+        return {"store": h5_content(store, {str(out): "OUT"})} if store.exists() else {}
+
+
+class Experiment(Stage):
+    """A grid on a small imported feature store: one aggregation and the ridge baseline, two seeds."""
+
+    name = "experiment"
+    lock = "experiment/experiment.lock"
+
+    def prepare(self, out: Path, previous: bool = False) -> None:
+        super().prepare(out)
+        if previous:
+            shutil.copytree(self.reference_dir / "experiment", out / "experiment")
+
+    def command(self, out: Path) -> list:
+        return [
+            *["experiment", "--features", self.inputs.features, "--agg", "avg", "--seeds", "2"],
+            *["--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25", "--device", "cpu"],
+            *["--out", out / "experiment"],
+        ]
+
+    def outputs(self, out: Path) -> dict:
+        folder, found = out / "experiment", {}
+        for name in ("table.md", "table.csv", "experiment.toml"):
+            if (folder / name).exists():
+                found[name] = (folder / name).read_text().replace(str(out), "OUT")
+        if (folder / "results.csv").exists():
+            with open(folder / "results.csv") as f:
+                found["results.csv"] = [
+                    {**row, "run_dir": row["run_dir"].replace(str(out), "OUT")}
+                    for row in without_seconds(list(csv.DictReader(f)))
+                ]
+        for checkpoint in sorted(folder.glob("runs/*/last.pt")):
+            payload = load_checkpoint(checkpoint)  # checks every tensor's checksum
+            found[f"runs/{checkpoint.parent.name}"] = {
+                "tensors": payload["integrity"]["tensors"],
+                "epoch": payload["epoch"],
+                "metrics": without_seconds(payload["metrics"]),
+            }
+        return found
+
+    def check_intact(self, out: Path, before: dict) -> None:
+        """Whole files only: every table is the previous one or the finished one, results.csv lists the
+        first runs of the finished one, and every run so far is its run's first epochs."""
+        for key, value in self.outputs(out).items():
+            reference = self.reference.get(key)
+            if key in before and first_difference(value, before[key]) is None:
+                continue  # as it was before the run
+            if key == "results.csv":
+                difference = first_difference(value, reference[: len(value)])
+                assert difference is None, (
+                    f"experiment: results.csv is not the finished one's start: {difference}"
+                )
+            elif key.startswith("runs/"):
+                assert value["metrics"] == reference["metrics"][: value["epoch"]], key
+                assert value["epoch"] < len(reference["metrics"]) or value == reference, key
+            else:
+                assert value in (reference, before.get(key)), f"experiment: {key} is neither state"
+
+
 def all_stages(inputs: Inputs, root: Path) -> dict[str, Stage]:
     trained = Train(inputs, root)
     stages = [
@@ -370,5 +472,7 @@ def all_stages(inputs: Inputs, root: Path) -> dict[str, Stage]:
         Evaluate(inputs, root, trained),
         Score(inputs, root, trained),
         Extract(inputs, root),
+        Merge(inputs, root),
+        Experiment(inputs, root),
     ]
     return {stage.name: stage for stage in stages}

@@ -1,6 +1,6 @@
 """Tabulate a fault log (`AQA_FAULT_LOG`, JSON lines) as the Markdown table docs/RELIABILITY.md quotes.
 
-python tests/faults/summary.py faults-log.jsonl
+python -m tests.faults.summary faults-log.jsonl
 """
 
 from __future__ import annotations

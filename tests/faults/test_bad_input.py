@@ -14,19 +14,21 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from helpers import number_frame, read_number, write_image, write_number_video
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from injection import assert_success, fault_count, run, run_in_process
-from mtl_aqa_trees import PICKLES, build_videos, record
 
-from aqa_cli.errors import AqaError
-from aqa_cli.models import AGGREGATIONS, CONV_TYPES, FAMILIES, LAYOUTS, NORMALIZATIONS
-from aqa_cli.models.backbones import VARIANTS
-from aqa_cli.sources.base import SPLITS, SourceScan
-from aqa_cli.sources.manifest import KNOWN, REQUIRED, scan_manifest
-from aqa_cli.sources.mtl_aqa import scan_mtl_aqa
-from aqa_cli.store import VideoStore
+from aqa_cli.media.sources.base import SPLITS, SourceScan
+from aqa_cli.media.sources.manifest import KNOWN, REQUIRED, scan_manifest
+from aqa_cli.media.sources.mtl_aqa import scan_mtl_aqa
+from aqa_cli.models.backbones import CONV_TYPES, FAMILIES, VARIANTS
+from aqa_cli.models.heads import AGGREGATIONS
+from aqa_cli.models.normalization import NORMALIZATIONS
+from aqa_cli.models.pretrained import LAYOUTS
+from aqa_cli.stores.video_store import VideoStore
+from aqa_cli.util.errors import AqaError
+from tests.faults.injection import assert_success, fault_count, run, run_in_process
+from tests.helpers import number_frame, read_number, write_image, write_number_video
+from tests.mtl_aqa_trees import PICKLES, build_videos, record
 
 EXAMPLES = settings(
     max_examples=fault_count(40, 400),

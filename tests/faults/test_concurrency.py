@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from injection import (
+
+from tests.faults.injection import (
     assert_clean_failure,
     assert_success,
     fault_count,
@@ -19,9 +20,9 @@ from injection import (
     start,
     wait_for_lock,
 )
-from stages import Stage
+from tests.faults.stages import Stage
 
-LOCKING_STAGES = ["preprocess", "train", "eval", "extract"]
+LOCKING_STAGES = ["preprocess", "train", "eval", "extract", "merge", "experiment"]
 
 
 @pytest.mark.parametrize("name", LOCKING_STAGES)

@@ -15,8 +15,17 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from injection import assert_clean_failure, assert_success, fault_count, flip_bit, record, run, truncate
-from stages import PREPROCESS_OPTIONS, Stage
+
+from tests.faults.injection import (
+    assert_clean_failure,
+    assert_success,
+    fault_count,
+    flip_bit,
+    record,
+    run,
+    truncate,
+)
+from tests.faults.stages import PREPROCESS_OPTIONS, Stage
 
 DAMAGES: dict[str, Callable[[Path, random.Random], int]] = {"bit flip": flip_bit, "truncation": truncate}
 COUNTS = {"bit flip": (1, 12), "truncation": (1, 4)}  # (make test, make faults) per case

@@ -8,11 +8,10 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import SHARED_VIDEOS, write_number_video
-from injection import UNWANTED, assert_success, fault_count, record, run, run_measuring_memory
-
-from aqa_cli.sources.folder import VIDEO_SUFFIXES
-from aqa_cli.store import VideoStore
+from aqa_cli.media.sources.folder import VIDEO_SUFFIXES
+from aqa_cli.stores.video_store import VideoStore
+from tests.faults.injection import UNWANTED, assert_success, fault_count, record, run, run_measuring_memory
+from tests.helpers import SHARED_VIDEOS, write_number_video
 
 TIMEOUT = 20  # seconds a mutated video may decode without finishing its clip
 PEAK_MEMORY = 2 * 2**30  # bytes, any process of the run

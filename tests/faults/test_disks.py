@@ -8,7 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
-from injection import (
+
+from tests.faults.injection import (
     assert_clean_failure,
     assert_success,
     fault_count,
@@ -18,9 +19,9 @@ from injection import (
     run,
     small_disk,
 )
-from stages import Stage
+from tests.faults.stages import Stage
 
-STAGES = ["preprocess", "train", "eval", "score", "extract"]
+STAGES = ["preprocess", "train", "eval", "score", "extract", "merge", "experiment"]
 ROOMY = "2g"  # tmpfs holds only what is written into it
 
 

@@ -14,14 +14,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import write_number_video
-from injection import assert_success, run, run_in_process
 from torch.utils.data import DataLoader
 
-from aqa_cli.checkpoint import FORMAT_NAME, INTEGRITY, load_checkpoint, save_checkpoint
-from aqa_cli.data import StoreClips, WindowConfig
-from aqa_cli.errors import AqaError
-from aqa_cli.store import VideoStore
+from aqa_cli.checkpoints.io import FORMAT_NAME, INTEGRITY, load_checkpoint, save_checkpoint
+from aqa_cli.data.datasets import StoreClips
+from aqa_cli.data.windows import WindowConfig
+from aqa_cli.stores.video_store import VideoStore
+from aqa_cli.util.errors import AqaError
+from tests.faults.injection import assert_success, run, run_in_process
+from tests.helpers import write_number_video
 
 SAMPLES = 4
 

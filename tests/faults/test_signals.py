@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from injection import (
+
+from tests.faults.injection import (
     assert_interrupted_cleanly,
     assert_killed_cleanly,
     assert_success,
@@ -19,9 +20,9 @@ from injection import (
     run_with_signal,
     signal_delays,
 )
-from stages import Stage
+from tests.faults.stages import Stage
 
-STAGES = ["preprocess", "train", "eval", "score", "extract"]
+STAGES = ["preprocess", "train", "eval", "score", "extract", "merge", "experiment"]
 STARTUP = 0.5  # Ctrl-C before Python has imported the command line prints Python's own traceback
 
 

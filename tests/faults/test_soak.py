@@ -10,10 +10,10 @@ import signal
 import threading
 from pathlib import Path
 
-from helpers import number_frame, read_number, write_video
-from injection import UNWANTED, fault_count, leftover_processes, record, start
-
-from aqa_cli.store import VideoStore, partial_dir_for
+from aqa_cli.stores.video_store import VideoStore
+from aqa_cli.util.safe_output import partial_folder
+from tests.faults.injection import UNWANTED, fault_count, leftover_processes, record, start
+from tests.helpers import number_frame, read_number, write_video
 
 VIDEOS, KILLS = fault_count(40, 500), fault_count(3, 20)  # at least that many workers killed
 FRAMES = 6
@@ -75,7 +75,7 @@ def test_many_videos_with_workers_killed_now_and_then(tmp_path: Path) -> None:
     while True:
         runs += 1
         process = start(["preprocess", videos, "--out", out, "--frames", str(FRAMES), "--workers", "2"])
-        killer = WorkerKiller(process.pid, partial_dir_for(out), marks, rng)
+        killer = WorkerKiller(process.pid, partial_folder(out), marks, rng)
         killer.start()
         stdout, stderr = process.communicate(timeout=3600)
         killer.stopped.set()

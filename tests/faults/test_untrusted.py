@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_number_video
-from injection import assert_clean_failure, assert_success, run, run_in_process, run_with_signal
-from mtl_aqa_trees import build_videos, synthetic_annotations, write_annotations
 
-from aqa_cli.checkpoint import FORMAT_NAME
-from aqa_cli.store import VideoStore, partial_dir_for
+from aqa_cli.checkpoints.io import FORMAT_NAME
+from aqa_cli.stores.video_store import VideoStore
+from aqa_cli.util.safe_output import partial_folder
+from tests.faults.injection import assert_clean_failure, assert_success, run, run_in_process, run_with_signal
+from tests.helpers import write_number_video
+from tests.mtl_aqa_trees import build_videos, synthetic_annotations, write_annotations
 
 
 class RunsAShellCommand:
@@ -118,7 +119,7 @@ def test_manifest_paths_and_ids_cannot_write_outside_the_output(killed: bool, tm
     if killed:
 
         def first_sample_done() -> bool:
-            return any(partial_dir_for(out).glob("*.h5"))
+            return any(partial_folder(out).glob("*.h5"))
 
         assert run_with_signal(args, first_sample_done, signal.SIGKILL).signalled, "it finished first"
         written = all_files(tmp_path) - before

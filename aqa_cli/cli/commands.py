@@ -1,0 +1,593 @@
+"""One thin function per command: parse, call the library, print (through `cli.output`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aqa_cli.cli.app import app, features_app, weights_app
+from aqa_cli.pipelines.options import (
+    DEFAULT_FRAMES,
+    DEFAULT_TIMEOUT,
+    ExperimentGrid,
+    ExtractOptions,
+    PreprocessOptions,
+)
+from aqa_cli.training.config import TrainConfig
+
+
+def shown(settings: type, name: str) -> str:
+    """A setting's default as help texts show it, read from its dataclass."""
+    field = next(field for field in dataclasses.fields(settings) if field.name == name)
+    value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+@weights_app.command("inspect")
+def weights_inspect(
+    path: Annotated[Path, typer.Argument(help="A Hara et al., IG-65M or torchvision .pth checkpoint.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show what a checkpoint holds: family, depth, conv type, classes, parameters, normalization."""
+    from aqa_cli.cli.output import print_weights
+    from aqa_cli.models.pretrained import inspect_weights
+
+    print_weights(inspect_weights(path), str(path), as_json=json_out)
+
+
+@app.command()
+def preprocess(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A CSV manifest, an MTL-AQA root (annotation pickles + videos or frame folders), "
+            "or a folder of unlabeled videos. Default: look for an MTL-AQA layout under data/."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Store to write (default: data/<source>.h5).")
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Frames kept per sample (default {DEFAULT_FRAMES}: MTL-AQA's window, enough for the 96-frame training "
+            "window to end at any of the last 6 frames). Clips of another length are fitted by --fit; "
+            "MTL-AQA dives always take the frames ending at the dive's end_frame."
+        ),
+    ] = None,
+    fit: Annotated[
+        str,
+        typer.Option(
+            help="How a clip of another length becomes --frames frames: 'uniform' (evenly spaced "
+            "indices over the whole clip, repeating frames of short clips) or 'tail' (the last "
+            "--frames frames; short clips repeat their first frame)."
+        ),
+    ] = PreprocessOptions.fit,
+    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: CPU count).")] = None,
+    compression: Annotated[
+        str, typer.Option(help="Frame compression: none (fastest reads), lzf or gzip (smaller stores).")
+    ] = PreprocessOptions.compression,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: process only every N-th sample starting at K (0-based).")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a video may decode without finishing a clip before it is stopped and reported "
+            f"failed (a damaged file can make a decoder hang). (default: {DEFAULT_TIMEOUT:g})"
+        ),
+    ] = None,
+) -> None:
+    """Decode videos into a 171x128 uint8 HDF5 store (resumable: rerun to continue)."""
+    from aqa_cli.cli.output import print_preprocess_report, sample_progress
+    from aqa_cli.pipelines.preprocess import run_preprocess
+
+    options = PreprocessOptions(
+        frames=frames, fit=fit, workers=workers, compression=compression, shard=shard, timeout=timeout
+    )
+    with sample_progress("preprocess") as advance:
+        report = run_preprocess(source, out, options, advance)
+    print_preprocess_report(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(
+    store: Annotated[Path, typer.Argument(help="A store written by `aqa preprocess` or `aqa merge`.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Read every sample and check its checksums; list damaged samples (exit 1 if any).",
+        ),
+    ] = False,
+) -> None:
+    """Summarize a store: samples per split, score and difficulty ranges, frames, size on disk."""
+    from aqa_cli.cli.output import print_summary, print_verification
+    from aqa_cli.stores.video_store import summarize, verify_store
+
+    summary = summarize(store)
+    verification = verify_store(store) if verify else None
+    if json_out and verification is not None:
+        summary["verify"] = verification
+    print_summary(summary, as_json=json_out)
+    if verification is not None and not json_out:
+        print_verification(verification)
+    if verification is not None and verification["damaged"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="Shard stores written with --shard K/N.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged store to write.")],
+) -> None:
+    """Join shard stores into one store through HDF5 virtual datasets (no frame data is copied)."""
+    from aqa_cli.cli.output import print_summary
+    from aqa_cli.stores.merge import merge_stores
+    from aqa_cli.stores.video_store import summarize
+
+    merge_stores(shards, out)
+    print_summary(summarize(out), as_json=False)
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the videos and manifest.csv into.")],
+    videos: Annotated[int, typer.Option(help="How many videos.")] = 48,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 110,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+) -> None:
+    """Write a small synthetic diving dataset whose score is visible in the motion."""
+    from aqa_cli.media.synth import write_synthetic_dataset
+
+    manifest = write_synthetic_dataset(out_dir, n_videos=videos, n_frames=frames, seed=seed)
+    typer.echo(f"wrote {videos} videos and {manifest}")
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file of settings (a run's config.toml repeats it).")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help=f"Video store to train on. (default: {shown(TrainConfig, 'store')})")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory. (default: runs/<model>-<time>)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Train only the heads on this feature store (`aqa extract`, `aqa features import`); "
+            "backbone, window and loader options are then unused."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="With --features: the score column to predict. (default: the store's first)"),
+    ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            help=f"ResNet depth: 10, 18, 34, 50, 101 (152, 200). (default: {shown(TrainConfig, 'depth')})"
+        ),
+    ] = None,
+    conv: Annotated[
+        str | None, typer.Option(help=f"3d or 2plus1d. (default: {shown(TrainConfig, 'conv')})")
+    ] = None,
+    clip: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Frames per clip: 8, 16 or 32 (12, 6, 3 clips). (default: {shown(TrainConfig, 'clip')})"
+        ),
+    ] = None,
+    agg: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Clip aggregation: wd (Weight-Decider) or avg. (default: {shown(TrainConfig, 'agg')})"
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Pretrained backbone file (Hara, IG-65M, torchvision).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Backbone variant without --weights: hara, ig65m, torchvision.")
+    ] = None,
+    normalization: Annotated[
+        str | None, typer.Option(help="Override input normalization: hara, ig65m, torchvision, imagenet.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'epochs')})")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'batch_size')})")
+    ] = None,
+    accumulate: Annotated[
+        int | None,
+        typer.Option(help=f"Gradient accumulation steps. (default: {shown(TrainConfig, 'accumulate')})"),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Learning rate of new modules (and a random backbone). (default: {shown(TrainConfig, 'lr')})"
+        ),
+    ] = None,
+    backbone_lr: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Learning rate of a pretrained backbone. (default: {shown(TrainConfig, 'backbone_lr')})"
+        ),
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(help=f"l1+l2, l1 or l2 on the final score. (default: {shown(TrainConfig, 'loss')})"),
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(help=f"Frames per video seen by the model. (default: {shown(TrainConfig, 'frames')})"),
+    ] = None,
+    jitter: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Training windows end at one of the last N stored frames. (default: {shown(TrainConfig, 'jitter')})"
+        ),
+    ] = None,
+    crop: Annotated[
+        int | None,
+        typer.Option(help=f"Square crop of the 171x128 frames. (default: {shown(TrainConfig, 'crop')})"),
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip", help=f"Random horizontal flips. (default: {shown(TrainConfig, 'flip')})"
+        ),
+    ] = None,
+    wd_dropout: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Dropout inside the Weight-Decider. (default: {shown(TrainConfig, 'wd_dropout')})"
+        ),
+    ] = None,
+    use_difficulty: Annotated[
+        bool | None,
+        typer.Option(
+            "--use-difficulty/--no-difficulty",
+            help=f"Multiply by difficulty. (default: {shown(TrainConfig, 'use_difficulty')})",
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Hold out this part of train to choose the best epoch. (default: {shown(TrainConfig, 'val_fraction')})"
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'seed')})")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help=f"auto, cpu, cuda, cuda:1 ... (default: {shown(TrainConfig, 'device')})"),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help=f"auto, fp32, bf16, fp16 (autocast on CUDA). (default: {shown(TrainConfig, 'precision')})"
+        ),
+    ] = None,
+    channels_last: Annotated[
+        str | None,
+        typer.Option(
+            help=f"auto, on, off (channels-last 3D). (default: {shown(TrainConfig, 'channels_last')})"
+        ),
+    ] = None,
+    grad_checkpoint: Annotated[
+        bool | None,
+        typer.Option(
+            "--grad-checkpoint/--no-grad-checkpoint", help="Recompute activations to save GPU memory."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=f"Data loader processes. (default: {shown(TrainConfig, 'workers')})")
+    ] = None,
+    test_curve: Annotated[
+        bool | None,
+        typer.Option(
+            "--test-curve/--no-test-curve",
+            help=f"Evaluate test each epoch for the curves (never for selection). (default: {shown(TrainConfig, 'test_curve')})",
+        ),
+    ] = None,
+) -> None:
+    """Fine-tune backbone, FC layers, Weight-Decider and regressor end to end (torchrun for many GPUs).
+
+    With --features, only the heads train, on cached clip features: seconds per epoch on a CPU.
+    """
+    overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
+    from aqa_cli.cli.output import print_training_summary, training_progress
+    from aqa_cli.training.config import resolve_config
+    from aqa_cli.training.dispatch import train as run_training
+
+    if resume and config is None and out is not None and (Path(out) / "config.toml").is_file():
+        config = Path(out) / "config.toml"
+    settings = resolve_config(config, overrides)
+    with training_progress() as progress:
+        result = run_training(settings, resume=resume, progress=progress)
+    print_training_summary(result)
+
+
+@app.command()
+def extract(
+    store: Annotated[
+        str | None,
+        typer.Option(help=f"Video store to extract from. (default: {shown(ExtractOptions, 'store')})"),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Feature store to write. (default: <store>-<conv><depth>-clip<clip>.features.h5)"),
+    ] = None,
+    depth: Annotated[
+        int | None, typer.Option(help=f"ResNet depth. (default: {shown(ExtractOptions, 'depth')})")
+    ] = None,
+    conv: Annotated[
+        str | None, typer.Option(help=f"3d or 2plus1d. (default: {shown(ExtractOptions, 'conv')})")
+    ] = None,
+    clip: Annotated[
+        int | None, typer.Option(help=f"Frames per clip. (default: {shown(ExtractOptions, 'clip')})")
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Pretrained backbone file; without it a random init drawn from --seed."),
+    ] = None,
+    family: Annotated[str | None, typer.Option(help="Backbone variant without --weights.")] = None,
+    normalization: Annotated[str | None, typer.Option(help="Override the input normalization.")] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(help=f"Frames per video window. (default: {shown(ExtractOptions, 'frames')})"),
+    ] = None,
+    crop: Annotated[
+        int | None, typer.Option(help=f"Centre crop size. (default: {shown(ExtractOptions, 'crop')})")
+    ] = None,
+    views: Annotated[
+        bool | None,
+        typer.Option(
+            "--views/--no-views",
+            help="Also store the mirrored window and the earliest-ending window (plain and mirrored): "
+            f"head training then picks one of the 4 views per sample and epoch. (default: {shown(ExtractOptions, 'views')})",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help=f"Seed of a random-init backbone. (default: {shown(ExtractOptions, 'seed')})"),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Videos per forward pass (and per resumable block). (default: {shown(ExtractOptions, 'batch_size')})"
+        ),
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help=f"float16 or float32. (default: {shown(ExtractOptions, 'dtype')})")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=f"auto, cpu, cuda ... (default: {shown(ExtractOptions, 'device')})")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help=f"auto, fp32, bf16, fp16 (autocast on CUDA). (default: {shown(ExtractOptions, 'precision')})"
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=f"Frame loading processes. (default: {shown(ExtractOptions, 'workers')})"),
+    ] = None,
+) -> None:
+    """Run a frozen backbone over a video store once: per-clip features to a feature store (resumable).
+
+    Rerun the same command to continue an interrupted extraction; an up-to-date store is left as it is.
+    """
+    given = {key: value for key, value in locals().items() if value is not None}
+    from aqa_cli.cli.output import print_extract_report, sample_progress
+    from aqa_cli.pipelines.extract import extract_features
+
+    options = ExtractOptions(**given)
+    with sample_progress("extract") as advance:
+        report = extract_features(options, advance)
+    print_extract_report(report)
+
+
+@features_app.command("import")
+def features_import(
+    source: Annotated[
+        Path,
+        typer.Argument(help="Folder with the label files and the <id>.npy files (or a subfolder of them)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Feature store to write. (default: data/<folder>.features.h5)"),
+    ] = None,
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Label file(s) (default: train/val/test .txt/.csv/.tsv or labels.csv in SOURCE); "
+            "a file named train/val/test gives its rows that split unless it has a split column."
+        ),
+    ] = None,
+    features_dir: Annotated[
+        Path | None, typer.Option(help="Folder of <id>.npy files. (default: found in SOURCE)")
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Names of the columns of headerless label files, e.g. id,score,difficulty."),
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float16 or float32.")] = "float16",
+) -> None:
+    """Turn per-video clip features (.npy, (clips, dim) each) plus labels into a feature store."""
+    from aqa_cli.cli.output import print_import_report
+    from aqa_cli.pipelines.import_features import import_features
+
+    column_names = [name.strip() for name in columns.split(",")] if columns else None
+    print_import_report(import_features(source, out, labels, features_dir, column_names, dtype))
+
+
+@features_app.command("info")
+def features_info(
+    path: Annotated[Path, typer.Argument(help="A feature store.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarize a feature store: samples per split, feature shape, score columns, backbone and weights."""
+    from aqa_cli.cli.output import print_feature_summary
+    from aqa_cli.stores.feature_store import summarize_features
+
+    print_feature_summary(summarize_features(path), as_json=json_out)
+
+
+@app.command()
+def experiment(
+    config: Annotated[
+        Path | None, typer.Option(help="TOML grid (an experiment's experiment.toml repeats it).")
+    ] = None,
+    depth: Annotated[list[int] | None, typer.Option(help="ResNet depth (repeat for a grid).")] = None,
+    conv: Annotated[list[str] | None, typer.Option(help="3d or 2plus1d (repeatable).")] = None,
+    clip: Annotated[list[int] | None, typer.Option(help="Frames per clip (repeatable).")] = None,
+    agg: Annotated[
+        list[str] | None,
+        typer.Option(help=f"avg or wd (repeatable). (default: {shown(ExperimentGrid, 'agg')})"),
+    ] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="Score column of the feature store (repeatable).")
+    ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(help=f"Seeds per cell: 0 .. N-1. (default: {shown(ExperimentGrid, 'seeds')})"),
+    ] = None,
+    finetune: Annotated[
+        bool | None,
+        typer.Option("--finetune/--frozen", help="Train every run end to end. (default: frozen features)"),
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="Train on this feature store (e.g. imported): aggregations x seeds.")
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Backbone files (repeatable), matched to cells by depth, conv and clip<N> in the name."
+        ),
+    ] = None,
+    views: Annotated[
+        bool | None, typer.Option("--views/--no-views", help="Extract augmented views too.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder. (default: runs/experiment-<time>)")] = None,
+    store: Annotated[
+        str | None, typer.Option(help=f"Video store. (default: {shown(TrainConfig, 'store')})")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'epochs')})")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'batch_size')})")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=f"Learning rate of new modules. (default: {shown(TrainConfig, 'lr')})"),
+    ] = None,
+    backbone_lr: Annotated[
+        float | None, typer.Option(help=f"With --finetune. (default: {shown(TrainConfig, 'backbone_lr')})")
+    ] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Part of train held out to select each run (and the ridge penalty).")
+    ] = None,
+    frames: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'frames')})")] = None,
+    crop: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'crop')})")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help=f"l1+l2, l1 or l2. (default: {shown(TrainConfig, 'loss')})")
+    ] = None,
+    use_difficulty: Annotated[
+        bool | None,
+        typer.Option(
+            "--use-difficulty/--no-difficulty", help=f"(default: {shown(TrainConfig, 'use_difficulty')})"
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=f"auto, cpu, cuda ... (default: {shown(TrainConfig, 'device')})")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=f"Loader processes. (default: {shown(TrainConfig, 'workers')})")
+    ] = None,
+) -> None:
+    """Run a grid of trainings and write a table like the paper's Tables I and II (rho mean +- std).
+
+    Depths x conv types x clip lengths x aggregations x seeds, on frozen features extracted once per
+    backbone (default) or end to end (--finetune); or aggregations x targets x seeds on --features.
+    Writes table.md, table.csv, table.png and results.csv; failed runs are listed, not fatal.
+    """
+    options = {key: value for key, value in locals().items() if key != "config"}
+    from aqa_cli.cli.output import ExperimentReporter, print_experiment
+    from aqa_cli.pipelines.experiment import resolve_grid, run_experiment
+
+    print_experiment(run_experiment(resolve_grid(config, options), ExperimentReporter()))
+
+
+@app.command(name="eval")
+def evaluate(
+    run: Annotated[Path | None, typer.Option(help="Run directory. (default: the latest under runs/)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file (instead of --run).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Store to evaluate on. (default: the training store)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Videos per forward pass.")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Spearman rho, R-l2 and MAE on a split, next to the difficulty-only baseline; writes predictions."""
+    from aqa_cli.cli.output import print_evaluation
+    from aqa_cli.evaluation.evaluate import evaluate_checkpoint
+
+    print_evaluation(evaluate_checkpoint(run, checkpoint, store, split, device, batch_size), as_json=json_out)
+
+
+@app.command(
+    help="Predict the quality and final score of dives from raw videos, with each clip's weight.\n\n"
+    "A video is decoded exactly as `aqa preprocess` stores it for the model's training store: T frames "
+    "(103 for MTL-AQA) at the centres of T equal bins over the whole video (fit 'uniform': a longer video "
+    "is subsampled evenly, a shorter one repeats frames evenly), or its last T frames (fit 'tail'). "
+    "The model sees the last 96 of them (its window), centre-cropped, as in `aqa eval`, cut into clips. "
+    "Exits 1 if any video could not be read; the others are still scored."
+)
+def score(
+    videos: Annotated[
+        list[Path], typer.Argument(help="Videos in any format FFmpeg reads, or folders of frame images.")
+    ],
+    difficulty: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Degree of difficulty: once for all videos, or once per video in order. "
+            "Without it the score is the predicted quality."
+        ),
+    ] = None,
+    run: Annotated[Path | None, typer.Option(help="Run directory (default: the latest under runs/).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file (instead of --run).")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list, one object per video, and nothing else.")
+    ] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw each clip's middle frame with its weight to this PNG; with several videos, "
+            "to PNG_stem-<video stem>.png each."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    from aqa_cli.cli.output import print_scores
+    from aqa_cli.evaluation.score import score_videos
+
+    results = score_videos(videos, difficulty or [], run, checkpoint, device, explain)
+    print_scores(results, as_json=json_out)
+    if any("error" in result for result in results):
+        raise typer.Exit(1)

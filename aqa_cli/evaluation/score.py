@@ -1,0 +1,176 @@
+"""`aqa score`: a trained model's predicted quality and final score for raw videos, with clip weights.
+
+How a video of any length becomes the model's input (stated in `aqa score --help` too):
+
+1. It is decoded exactly as `aqa preprocess` stores a clip in the model's training store
+   (`media.clips.decode_clip`: same decoder, rotation, 171x128 resize and fit rule) into that store's T
+   frames (103 for MTL-AQA). With fit 'uniform' these are the centres of T equal bins over the whole
+   video (`sampling.stored_indices`): a longer video is subsampled evenly, a shorter one repeats frames
+   evenly. With fit 'tail' they are its last T frames, the first one repeated if it is shorter.
+2. The model's evaluation window, as in `aqa eval`: the last 96 (the window's length) of those frames,
+   centre crop; it is cut into K clips of `clip_len` frames.
+3. The checkpoint's normalization and one fp32 forward pass per video (no autocast).
+
+Difficulty: none given -> the score is the quality; one value -> every video; else one per video.
+A clip's weight is the Weight-Decider's weight averaged over its 128 channels (each channel's weights
+sum to 1 over the clips, so these do too); an `avg` model weighs its K clips uniformly, 1/K.
+A video that cannot be decoded becomes an entry with an `error` line; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aqa_cli.checkpoints.io import find_checkpoint
+from aqa_cli.checkpoints.restore import TrainedModel, load_trained_model
+from aqa_cli.data.windows import check_window, select_window
+from aqa_cli.evaluation.plots import plot_clip_explanation
+from aqa_cli.media.clips import ClipShape, decode_clip
+from aqa_cli.models.normalization import model_input
+from aqa_cli.util.errors import AqaError
+from aqa_cli.util.runtime import resolve_device
+
+WEIGHT_DECIDER, UNIFORM = "weight-decider", "uniform"
+TIMES_DIFFICULTY = "quality x difficulty"
+
+
+def score_videos(
+    videos: list[Path],
+    difficulties: list[float],
+    run: Path | None = None,
+    checkpoint: Path | None = None,
+    device: str = "auto",
+    explain: Path | None = None,
+) -> list[dict]:
+    """One JSON-able dict per video, in order: path, frames_sampled (T), frames_lost, checkpoint, quality,
+    difficulty, score, score_rule, source_frames ([first, last) of the window in the video), weights
+    (weight-decider or uniform), clips (window_frames, source_frames, weight each) and explanation (the
+    PNG, with `explain`); or path, checkpoint and `error` (one line) for a video that cannot be read."""
+    per_video = difficulty_per_video(difficulties, len(videos))
+    trained = load_trained_model(find_checkpoint(run, checkpoint))
+    store = trained.store
+    shape = ClipShape(store["frames"], store["width"], store["height"])
+    window = check_window(trained.window, shape.frames, shape.height, shape.width, trained.path)
+    trained.model.to(resolve_device(device))
+    results = []
+    for video, difficulty, png in zip(videos, per_video, explanation_paths(explain, videos), strict=True):
+        try:
+            frames, indices, meta = decode_clip(video, shape, store["fit"])
+        except AqaError as exc:
+            results.append(_failure(video, trained, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one unreadable video must not stop the others
+            results.append(
+                _failure(video, trained, f"unexpected {type(exc).__name__} while decoding {video}: {exc}")
+            )
+            continue
+        clip = select_window(frames, window, rng=None)
+        result = {
+            "path": str(video),
+            "frames_sampled": len(indices),
+            "frames_lost": int(meta["frames_lost"]),
+            **_score_clip(trained, clip, indices, difficulty),
+        }
+        if png is not None:
+            result["explanation"] = str(_explain(clip, result, trained.model.clip_len, png))
+        results.append(result)
+    return results
+
+
+def difficulty_per_video(difficulties: list[float], count: int) -> list[float | None]:
+    """None for every video, one value for all, or one per video."""
+    for value in difficulties:
+        if not (math.isfinite(value) and value > 0):
+            raise AqaError(f"--difficulty {value} is not a positive number (a dive's degree of difficulty)")
+    if not difficulties:
+        return [None] * count
+    if len(difficulties) == 1:
+        return difficulties * count
+    if len(difficulties) != count:
+        raise AqaError(
+            f"{len(difficulties)} --difficulty values for {count} videos: give one for all or one per video"
+        )
+    return list(difficulties)
+
+
+def explanation_paths(explain: Path | None, videos: list[Path]) -> list[Path | None]:
+    """`--explain PNG` as given for one video; for several, PNG_stem-<video stem>.png beside it (a video
+    stem that comes twice gets its position appended)."""
+    if explain is None:
+        return [None] * len(videos)
+    if len(videos) == 1:
+        return [explain]
+    paths: list[Path | None] = []
+    for position, video in enumerate(videos, 1):
+        path = explain.with_name(f"{explain.stem}-{video.stem}{explain.suffix}")
+        if path in paths:
+            path = explain.with_name(f"{explain.stem}-{video.stem}-{position}{explain.suffix}")
+        paths.append(path)
+    return paths
+
+
+def _score_clip(
+    trained: TrainedModel, clip: np.ndarray, indices: np.ndarray, difficulty: float | None
+) -> dict:
+    """Quality, score and per-clip weights of one (3, frames, crop, crop) uint8 window."""
+    model = trained.model
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        video = model_input(torch.from_numpy(clip)[None], model.backbone.normalization, device)
+        output = model(video)
+    quality = float(output.quality[0])
+    if output.clip_weights is None:
+        clip_count = clip.shape[1] // model.clip_len
+        weights, kind = np.full(clip_count, 1 / clip_count), UNIFORM
+    else:
+        weights, kind = output.clip_weights[0].float().mean(dim=-1).cpu().numpy(), WEIGHT_DECIDER
+    if not model.head.use_difficulty:
+        score, rule = quality, "quality (this model predicts the final score; difficulty not used)"
+        difficulty = None
+    elif difficulty is None:
+        score, rule = quality, "quality (no difficulty given)"
+    else:
+        score, rule = quality * difficulty, TIMES_DIFFICULTY
+    window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
+    return {
+        "checkpoint": str(trained.path),
+        "quality": quality,
+        "difficulty": difficulty,
+        "score": score,
+        "score_rule": rule,
+        "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
+        "weights": kind,
+        "clips": [
+            _clip_entry(k, model.clip_len, indices[window_start:], float(weight))
+            for k, weight in enumerate(weights)
+        ],
+    }
+
+
+def _clip_entry(k: int, clip_len: int, window_indices: np.ndarray, weight: float) -> dict:
+    """Clip k's [first, last) frames in the window and in the source video (indices ascend)."""
+    first, last = k * clip_len, (k + 1) * clip_len
+    return {
+        "clip": k,
+        "window_frames": [first, last],
+        "source_frames": [int(window_indices[first]), int(window_indices[last - 1]) + 1],
+        "weight": weight,
+    }
+
+
+def _explain(clip: np.ndarray, result: dict, clip_len: int, path: Path) -> Path:
+    """The middle frame of every clip with its weight under it; the score in the title."""
+    middles = [entry["window_frames"][0] + clip_len // 2 for entry in result["clips"]]
+    frames = [clip[:, t].transpose(1, 2, 0) for t in middles]
+    title = f"{Path(result['path']).name}: score {result['score']:.2f} = {result['score_rule']}"
+    if result["score_rule"] == TIMES_DIFFICULTY:
+        title += f" ({result['quality']:.2f} x {result['difficulty']:g})"
+    return plot_clip_explanation(frames, [entry["weight"] for entry in result["clips"]], title, path)
+
+
+def _failure(video: Path, trained: TrainedModel, reason: str) -> dict:
+    return {"path": str(video), "checkpoint": str(trained.path), "error": " ".join(reason.split())}

@@ -1,0 +1,47 @@
+"""What every source adapter yields: one `Sample` per stored clip, all fed to the same writer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+SPLITS = ("train", "val", "test", "unlabeled")
+
+# How a sample's frames are found on disk.
+VIDEO = "video"  # a video file PyAV opens (mp4, avi, mkv, webm, mov, gif, ...)
+IMAGES_SORTED = "images-sorted"  # a folder of images; frame i (0-based) is the i-th file in sorted order
+IMAGES_NUMBERED = (
+    "images-numbered"  # a folder of images named by 1-based frame number: frame i is f"{i+1}.jpg"
+)
+
+
+@dataclass
+class Sample:
+    """One clip to store.
+
+    `first`/`last` are 0-based frame indices in decode order (`last` exclusive); None means the start
+    or the end of the source. `fit` says how the clip becomes the store's fixed frame count (see
+    `aqa_cli.media.fitting.stored_indices`): MTL-AQA uses 'tail' (the frames ending at the dive's last
+    frame), other sources the user's --fit.
+    """
+
+    id: str
+    source: str
+    source_kind: str = VIDEO
+    first: int | None = None
+    last: int | None = None
+    score: float = math.nan
+    difficulty: float = math.nan
+    split: str = "unlabeled"
+    fit: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SourceScan:
+    """What an adapter found: the samples to store, and those it could not (id, one-line reason)."""
+
+    kind: str  # "mtl-aqa" | "manifest" | "folder"
+    description: str  # one line for the store's attributes and the report, e.g. "MTL-AQA at /data/mtl"
+    samples: list[Sample]
+    problems: list[tuple[str, str]] = field(default_factory=list)

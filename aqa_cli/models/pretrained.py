@@ -1,0 +1,296 @@
+"""Public pretrained video ResNet checkpoints: read a local file safely, tell what it holds, load it strictly.
+
+The public files and their layouts: README, "Pretrained weights". A checkpoint is untrusted
+input, so it is always read with `torch.load(..., weights_only=True)`; Hara et al. key names are renamed to
+torchvision `VideoResNet` names, so every family loads into the same modules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from aqa_cli.models.normalization import NORMALIZATIONS, Normalization
+from aqa_cli.util.errors import AqaError
+
+
+class Layout(NamedTuple):
+    """Blocks in each of the four residual stages, and whether they are Bottleneck blocks."""
+
+    blocks: tuple[int, ...]
+    bottleneck: bool
+
+
+LAYOUTS: dict[int, Layout] = {
+    10: Layout((1, 1, 1, 1), False),
+    18: Layout((2, 2, 2, 2), False),
+    34: Layout((3, 4, 6, 3), False),
+    50: Layout((3, 4, 6, 3), True),
+    101: Layout((3, 4, 23, 3), True),
+    152: Layout((3, 8, 36, 3), True),
+    200: Layout((3, 24, 36, 3), True),
+}
+"""The depths of the public video ResNets (Hara et al. have all of them)."""
+
+
+def feature_dim(depth: int) -> int:
+    """Width of the pooled features: 512 for BasicBlock nets, 2048 for Bottleneck nets."""
+    return 2048 if LAYOUTS[depth].bottleneck else 512
+
+
+FAMILY_NORMALIZATION = {"hara": "hara", "ig65m": "kinetics400", "torchvision": "kinetics400"}
+
+STEM_SHAPES: dict[tuple[int, ...], tuple[str | None, str]] = {
+    (64, 3, 7, 7, 7): ("hara", "3d"),
+    (110, 3, 1, 7, 7): ("hara", "2plus1d"),
+    (45, 3, 1, 7, 7): (None, "2plus1d"),  # torchvision R2Plus1dStem: ig65m or stock torchvision
+    (64, 3, 3, 7, 7): ("torchvision", "3d"),
+}
+"""(family, conv) told apart by the first stem convolution (`stem.0.weight`, torchvision names)."""
+
+IG65M_LAYER2_MID = 288
+"""Mid width of `layer2.0.conv2` when (2+1)D convs compute it from their own (128, 128); stock torchvision
+computes it from the block's input and gets 230 (BasicBlock) or 329 (Bottleneck)."""
+
+HARA_RENAMES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(pattern), replacement)
+    for pattern, replacement in [
+        (r"conv1\.weight", "stem.0.weight"),
+        (r"bn1\.(\w+)", r"stem.1.\1"),
+        (r"conv1_s\.weight", "stem.0.weight"),
+        (r"bn1_s\.(\w+)", r"stem.1.\1"),
+        (r"conv1_t\.weight", "stem.3.weight"),
+        (r"bn1_t\.(\w+)", r"stem.4.\1"),
+        (r"(layer\d\.\d+\.conv\d)_s\.weight", r"\1.0.0.weight"),
+        (r"(layer\d\.\d+)\.bn(\d)_s\.(\w+)", r"\1.conv\2.0.1.\3"),
+        (r"(layer\d\.\d+\.conv\d)_t\.weight", r"\1.0.3.weight"),
+        (r"(layer\d\.\d+)\.bn(\d)_t\.(\w+)", r"\1.conv\2.1.\3"),
+        (r"(layer\d\.\d+\.conv\d)\.weight", r"\1.0.weight"),
+        (r"(layer\d\.\d+)\.bn(\d)\.(\w+)", r"\1.conv\2.1.\3"),
+        (r"(layer\d\.\d+\.downsample\.[01]\.\w+)", r"\1"),
+        (r"(fc\.(?:weight|bias))", r"\1"),
+    ]
+]
+"""Hara et al. key -> torchvision VideoResNet key, for 3D and (2+1)D models (patterns match whole keys)."""
+
+BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+FC_KEYS = ("fc.weight", "fc.bias")
+HARA_CONTAINER = "{'state_dict': ...} (Hara et al.)"
+PLAIN_CONTAINER = "plain state dict"
+MODULE_PREFIX = "module."
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """What a checkpoint file holds, with its tensors under torchvision VideoResNet names."""
+
+    path: Path
+    family: str
+    conv: str
+    depth: int
+    classes: int | None
+    container: str
+    key_prefix: str
+    state_dict: dict[str, Tensor]
+    """Backbone tensors only: the classifier (`fc.*`) is checked and counted, then left out."""
+    parameter_count: int
+    """Learnable parameters of the published model, classifier included."""
+
+    @property
+    def normalization(self) -> Normalization:
+        return NORMALIZATIONS[FAMILY_NORMALIZATION[self.family]]
+
+    def describe(self) -> str:
+        classes = f", {self.classes} classes" if self.classes else ""
+        return f"{self.family} {self.conv} ResNet-{self.depth}{classes} from {self.path}"
+
+
+def read_weights(path: str | Path) -> PretrainedWeights:
+    """Read a public checkpoint file and tell its family, depth and conv type from its keys and shapes."""
+    path = Path(path)
+    state, container = _tensor_state_dict(_load_untrusted(path), path)
+    key_prefix = MODULE_PREFIX if all(key.startswith(MODULE_PREFIX) for key in state) else ""
+    state = {key.removeprefix(key_prefix): tensor for key, tensor in state.items()}
+    hara_names = "conv1.weight" in state or "conv1_s.weight" in state
+    if hara_names:
+        state = _rename_hara_keys(state, path)
+    family, conv = _family_and_conv(state, path)
+    if hara_names and family != "hara":
+        raise AqaError(
+            f"{path} has Hara et al. key names but a stem of shape {tuple(state['stem.0.weight'].shape)}, "
+            "unlike their published 200ep models; pass one of those files"
+        )
+    depth = _depth(state, path)
+    classes = _check_classifier(state, depth, path)
+    return PretrainedWeights(
+        path=path,
+        family=family,
+        conv=conv,
+        depth=depth,
+        classes=classes,
+        container=container,
+        key_prefix=key_prefix,
+        state_dict={key: tensor for key, tensor in state.items() if key not in FC_KEYS},
+        parameter_count=sum(
+            tensor.numel() for key, tensor in state.items() if not key.endswith(BATCHNORM_BUFFERS)
+        ),
+    )
+
+
+def inspect_weights(path: str | Path) -> dict[str, Any]:
+    """A plain-JSON summary of a checkpoint file (what `aqa weights inspect` prints)."""
+    weights = read_weights(path)
+    return {
+        "path": str(weights.path),
+        "family": weights.family,
+        "depth": weights.depth,
+        "conv": weights.conv,
+        "classes": weights.classes,
+        "parameters": weights.parameter_count,
+        "normalization": weights.normalization.to_dict(),
+        "container": weights.container,
+        "key_prefix": weights.key_prefix,
+    }
+
+
+def load_strictly(module: nn.Module, weights: PretrainedWeights) -> None:
+    """Load every tensor of `weights` into `module`, or raise naming the first keys and shapes that differ.
+
+    The file's tensors are assigned, not copied, so `module` may be built on the meta device (no wasted
+    initialisation). `num_batches_tracked` may be absent (files saved by older PyTorch): it starts at 0.
+    """
+    expected = module.state_dict()
+    absent = [key for key in expected if key not in weights.state_dict]
+    missing_counters = [key for key in absent if key.endswith("num_batches_tracked")]
+    missing = [key for key in absent if key not in missing_counters]
+    unexpected = [key for key in weights.state_dict if key not in expected]
+    wrong_shapes = [
+        f"{key} {tuple(tensor.shape)} (expected {tuple(expected[key].shape)})"
+        for key, tensor in weights.state_dict.items()
+        if key in expected and tensor.shape != expected[key].shape
+    ]
+    for problem, keys in [("wrong shapes", wrong_shapes), ("missing", missing), ("unexpected", unexpected)]:
+        if keys:
+            raise AqaError(
+                f"{weights.path} does not fit a {weights.family} {weights.conv} ResNet-{weights.depth}: "
+                f"{len(keys)} tensors {problem}, e.g. {', '.join(keys[:3])}; the file is damaged or not a "
+                "published checkpoint, so pass the original file"
+            )
+    counters = {key: torch.zeros((), dtype=torch.long) for key in missing_counters}
+    loaded = {key: tensor.to(expected[key].dtype) for key, tensor in weights.state_dict.items()}
+    module.load_state_dict({**counters, **loaded}, strict=True, assign=True)
+
+
+def _load_untrusted(path: Path) -> Any:
+    if not path.is_file():
+        raise AqaError(f"{path}: no such file; pass the path of a downloaded .pth checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse an untrusted file is the user's to fix
+        message = str(exc).strip()
+        refusal = re.search(
+            r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed|$)", message, re.MULTILINE
+        )
+        if refusal and "Unsupported global" in refusal.group(1):
+            raise AqaError(
+                f"{path}: refused to load: besides tensors the file holds Python objects that could run code "
+                f"({refusal.group(1)}); use the checkpoint as published, or re-save only its state dict of "
+                "tensors from a copy you trust"
+            ) from exc
+        first_sentence = message.splitlines()[0].split(". ")[0] if message else ""
+        detail = refusal.group(1) if refusal else f"{type(exc).__name__}: {first_sentence}".rstrip(": ")
+        raise AqaError(
+            f"{path} is not a readable PyTorch checkpoint ({detail}); the file may be truncated or of "
+            "another kind, so download it again"
+        ) from exc
+
+
+def _tensor_state_dict(loaded: Any, path: Path) -> tuple[dict[str, Tensor], str]:
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        state, container = loaded["state_dict"], HARA_CONTAINER
+    else:
+        state, container = loaded, PLAIN_CONTAINER
+    if not isinstance(state, dict) or not state or not all(isinstance(t, Tensor) for t in state.values()):
+        raise AqaError(
+            f"{path} holds no state dict of tensors (found {type(loaded).__name__}); pass a published "
+            "checkpoint: a state dict, or a {'state_dict': ...} container"
+        )
+    return dict(state), container
+
+
+def _rename_hara_keys(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
+    renamed = {}
+    for key, tensor in state.items():
+        new_key = next((rule.sub(repl, key) for rule, repl in HARA_RENAMES if rule.fullmatch(key)), None)
+        if new_key is None:
+            raise AqaError(
+                f"{path}: key {key!r} is not part of a Hara et al. 3D or (2+1)D ResNet; "
+                "pass the published file unmodified"
+            )
+        renamed[new_key] = tensor
+    return renamed
+
+
+def _family_and_conv(state: dict[str, Tensor], path: Path) -> tuple[str, str]:
+    stem = state.get("stem.0.weight")
+    family_conv = STEM_SHAPES.get(tuple(stem.shape)) if stem is not None else None
+    if family_conv is None:
+        raise AqaError(
+            f"{path} is not a video ResNet this toolkit knows (first convolution "
+            f"{tuple(stem.shape) if stem is not None else 'missing'}); pass a Hara et al., IG-65M or "
+            "torchvision r3d/r2plus1d checkpoint"
+        )
+    family, conv = family_conv
+    layer2_conv1 = state.get("layer2.0.conv1.0.weight")
+    if family == "torchvision" and layer2_conv1 is not None and layer2_conv1.shape[2:] == (1, 3, 3):
+        raise AqaError(
+            f"{path} is a torchvision mixed-convolution (mc3_18) checkpoint, which is not supported; "
+            "pass r3d_18 or r2plus1d_18 weights"
+        )
+    if family is None:
+        mid = state.get("layer2.0.conv2.0.0.weight")
+        family = "ig65m" if mid is not None and mid.shape[0] == IG65M_LAYER2_MID else "torchvision"
+    return family, conv
+
+
+def _depth(state: dict[str, Tensor], path: Path) -> int:
+    blocks = [0, 0, 0, 0]
+    for key in state:
+        match = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if match:
+            stage = int(match.group(1)) - 1
+            blocks[stage] = max(blocks[stage], int(match.group(2)) + 1)
+    bottleneck = any(re.match(r"layer\d\.\d+\.conv3\.", key) for key in state)
+    layout = Layout(tuple(blocks), bottleneck)
+    depth = next((depth for depth, known in LAYOUTS.items() if known == layout), None)
+    if depth is None:
+        raise AqaError(
+            f"{path}: {blocks} {'bottleneck' if bottleneck else 'basic'} blocks per stage is no known ResNet "
+            f"depth ({', '.join(map(str, LAYOUTS))}); pass a published checkpoint"
+        )
+    return depth
+
+
+def _check_classifier(state: dict[str, Tensor], depth: int, path: Path) -> int | None:
+    """The class count from `fc.weight`, after checking the classifier reads the pooled features."""
+    fc_weight, fc_bias = state.get("fc.weight"), state.get("fc.bias")
+    if fc_weight is None and fc_bias is None:
+        return None
+    fits = (
+        fc_weight is not None
+        and fc_bias is not None
+        and fc_weight.dim() == 2
+        and fc_weight.shape[1] == feature_dim(depth)
+        and tuple(fc_bias.shape) == (fc_weight.shape[0],)
+    )
+    if not fits:
+        raise AqaError(
+            f"{path}: classifier fc.weight/fc.bias do not fit ResNet-{depth} features of width "
+            f"{feature_dim(depth)}; pass the published file unmodified"
+        )
+    return fc_weight.shape[0]

@@ -1,0 +1,270 @@
+"""The one epoch loop every training runs through (after nanoGPT's train.py: one readable loop, no
+framework): loss, accumulation, DDP's no_sync, validation-based selection (best.pt), an atomic last.pt every
+epoch with model, optimizer, scaler and RNG states (CPU and CUDA), metrics.csv and curves.png, exact
+resumption. It reports progress through a `TrainingProgress` and never prints."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from aqa_cli.checkpoints.io import BEST, LAST, load_checkpoint, save_checkpoint
+from aqa_cli.data.samplers import EpochTagged
+from aqa_cli.evaluation.metrics import metrics
+from aqa_cli.evaluation.plots import plot_training_curves
+from aqa_cli.evaluation.predict import Predictions
+from aqa_cli.models.heads import AGGREGATIONS, AQAHead
+from aqa_cli.training.config import LOSSES, TrainConfig
+from aqa_cli.util.errors import AqaError
+from aqa_cli.util.runtime import Distributed
+from aqa_cli.util.safe_output import atomic_write, writer_lock
+
+METRIC_COLUMNS = ("epoch", "train_loss", "val_rho", "val_r_l2", "test_rho", "test_r_l2", "lr", "seconds")
+
+
+class TrainingProgress(Protocol):
+    """What a caller is told while training runs (the CLI draws a bar; a notebook may pass nothing)."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self, loss: float, samples: int) -> None:
+        """One optimisation step done: the epoch's running mean loss and the samples in the batch."""
+
+    def end_epoch(self, row: dict) -> None:
+        """The epoch's metrics (a row of metrics.csv)."""
+
+
+class _Silent:
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float, samples: int) -> None:
+        pass
+
+    def end_epoch(self, row: dict) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: list[dict]
+    best_epoch: int | None
+    already_finished: int = 0  # epochs a resumed run had trained before, when it had nothing left to do
+
+
+def loss_fn(kind: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """The paper's L1 + L2 on the final score (or either alone)."""
+    error = pred - true
+    l1, l2 = error.abs().mean(), error.pow(2).mean()
+    return {"l1+l2": l1 + l2, "l1": l1, "l2": l2}[kind]
+
+
+def check_optimisation(config: TrainConfig) -> None:
+    """Settings of the heads and the optimiser, shared by end-to-end and cached-feature training."""
+    if config.loss not in LOSSES:
+        raise AqaError(f"unknown --loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.batch_size < 1 or config.accumulate < 1 or config.epochs < 1:
+        raise AqaError("--batch-size, --accumulate and --epochs must be at least 1")
+    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction"):
+        value, flag = getattr(config, name), "--" + name.replace("_", "-")
+        if not (math.isfinite(value) and value >= 0):
+            raise AqaError(f"{flag} must be a finite number >= 0 (got {value})")
+        if name in ("wd_dropout", "val_fraction") and value >= 1:
+            raise AqaError(f"{flag} must be below 1 (got {value})")
+    if config.agg not in AGGREGATIONS:
+        raise AqaError(f"unknown aggregation {config.agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def open_run(config: TrainConfig, resume: bool, default_dir: Path) -> tuple[Path, dict | None]:
+    """The run directory (`config.out`, else `default_dir`) and, with `resume`, its last checkpoint."""
+    run_dir = Path(config.out) if config.out else default_dir
+    if not resume and (run_dir / LAST).exists():
+        raise AqaError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+    return run_dir, _resume_state(run_dir) if resume else None
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """What `run_epochs` trains and where it writes; end-to-end and head-only training differ only in what
+    they put here."""
+
+    config: TrainConfig
+    run_dir: Path
+    model: torch.nn.Module  # what the checkpoints hold
+    trained: torch.nn.Module  # what the batches go through (the model, or its DDP wrapper)
+    loader: DataLoader
+    sampler: EpochTagged  # the loader's: its order and each sample's augmentation follow `set_epoch`
+    forward: Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # batch -> (predicted, true) scores
+    evaluate: Callable[[list[int]], Predictions]  # rows of a split -> predictions (evaluation mode)
+    rows: dict[str, list[int]]  # per split
+    score_span: tuple[float, float]  # for R-l2
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    distributed: Distributed
+    device: torch.device
+    payload_base: dict  # what every checkpoint records besides weights and training state
+    state: dict | None  # the checkpoint to resume from
+    progress: TrainingProgress | None = None
+
+
+def run_epochs(loop: TrainingRun) -> TrainResult:
+    """Train epoch after epoch: validation-based selection (best.pt), an atomic last.pt every epoch,
+    metrics.csv and curves.png; resumes from `loop.state` exactly where it stopped. One process at a
+    time writes a run (`RUN/train.lock`); a second one stops with a clear message."""
+    if not loop.distributed.is_main:
+        return _train_epochs(loop)
+    with writer_lock(loop.run_dir / "train.lock", loop.run_dir):
+        return _train_epochs(loop)
+
+
+def _train_epochs(loop: TrainingRun) -> TrainResult:
+    config, run_dir, model, distributed = loop.config, loop.run_dir, loop.model, loop.distributed
+    optimizer, scaler, rows = loop.optimizer, loop.scaler, loop.rows
+    metrics_rows: list[dict] = []
+    best = {"epoch": None, "val_rho": -math.inf}
+    start_epoch = 1
+    if loop.state is not None:
+        state = loop.state
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], loop.device)
+        metrics_rows, best, start_epoch = state["metrics"], state["best"], state["epoch"] + 1
+    if distributed.is_main:
+        atomic_write(run_dir / "config.toml", dataclasses.replace(config, out=str(run_dir)).to_toml())
+    payload_base = {
+        **loop.payload_base,
+        "train_config": dataclasses.asdict(dataclasses.replace(config, out=str(run_dir))),
+    }
+
+    progress = loop.progress if distributed.is_main and loop.progress is not None else _Silent()
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        loop.sampler.set_epoch(epoch)
+        loop.trained.train()
+        loss_sum, seen = 0.0, 0
+        progress.start_epoch(epoch, config.epochs, len(loop.loader))
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(loop.loader, start=1):
+            sync = step % config.accumulate == 0 or step == len(loop.loader)
+            context = loop.trained.no_sync() if distributed.enabled and not sync else contextlib.nullcontext()
+            with context:
+                predicted, true = loop.forward(batch)
+                loss = loss_fn(config.loss, predicted, true)
+                scaler.scale(loss / config.accumulate).backward()
+            if sync:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            if not math.isfinite(loss.item()):
+                raise AqaError(
+                    f"the loss became {loss.item()} at epoch {epoch} step {step}; lower --lr or use --precision fp32"
+                )
+            loss_sum += loss.item() * len(true)
+            seen += len(true)
+            progress.step(loss_sum / seen, len(true))
+        row = {"epoch": epoch, "train_loss": _mean_across(distributed, loss_sum, seen, loop.device)}
+        if distributed.is_main:
+            for split in ("val", "test"):
+                if rows[split] and (split == "val" or config.test_curve):
+                    found = loop.evaluate(rows[split])
+                    result = metrics(found.score, found.true, loop.score_span)
+                    row[f"{split}_rho"], row[f"{split}_r_l2"] = result["rho"], result["r_l2"]
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            row["seconds"] = round(time.perf_counter() - started, 2)
+            metrics_rows.append(row)
+            if rows["val"] and _better_on_validation(row, best):
+                best = {"epoch": epoch, "val_rho": row["val_rho"], "val_r_l2": row["val_r_l2"]}
+                save_checkpoint(run_dir / BEST, {**payload_base, "model": model.state_dict(), "epoch": epoch})
+            save_checkpoint(
+                run_dir / LAST,
+                {
+                    **payload_base,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(loop.device),
+                    "epoch": epoch,
+                    "metrics": metrics_rows,
+                    "best": best,
+                },
+            )
+            _write_metrics(run_dir, metrics_rows)
+            progress.end_epoch(row)
+        distributed.barrier()
+    already_finished = start_epoch > config.epochs  # resumed after the last epoch
+    if distributed.is_main:
+        if already_finished:  # its outputs may be incomplete
+            _write_metrics(run_dir, metrics_rows)
+        plot_training_curves(metrics_rows, run_dir / "curves.png")
+    if distributed.enabled:
+        torch.distributed.destroy_process_group()
+    return TrainResult(run_dir, metrics_rows, best["epoch"], start_epoch - 1 if already_finished else 0)
+
+
+def start_regressor_at_mean_quality(head: AQAHead, scores: np.ndarray, difficulties: np.ndarray) -> None:
+    """Start the regressor's bias at the mean training quality (score / difficulty), not at 0: the
+    first epochs then learn differences between dives instead of the scale of the scores."""
+    if head.use_difficulty:
+        scores = np.where(
+            np.isfinite(difficulties), scores / np.where(difficulties > 0, difficulties, 1), scores
+        )
+    with torch.no_grad():
+        head.regressor.bias.fill_(float(np.mean(scores)))
+
+
+def _better_on_validation(row: dict, best: dict) -> bool:
+    """Higher validation rho wins; on a tie (small validation sets often reach 1.0) the lower R-l2."""
+    rho = row.get("val_rho", -math.inf)
+    if not math.isfinite(rho) or rho < best["val_rho"]:
+        return False
+    return rho > best["val_rho"] or row["val_r_l2"] < best.get("val_r_l2", math.inf)
+
+
+def rng_state(device: torch.device) -> dict:
+    """The random states a resumed run needs: the CPU's, and on CUDA every GPU's (dropout draws there)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_state(run_dir: Path) -> dict:
+    path = run_dir / LAST
+    if not path.is_file():
+        raise AqaError(f"nothing to resume: {path} does not exist; start the run without --resume")
+    return load_checkpoint(path, f"restore an intact copy of it, or delete {run_dir} to train from the start")
+
+
+def _mean_across(distributed: Distributed, loss_sum: float, seen: int, device) -> float:
+    if not distributed.enabled:
+        return loss_sum / max(seen, 1)
+    totals = torch.tensor([loss_sum, seen], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(totals)
+    return float(totals[0] / totals[1])
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows([{key: row.get(key, "") for key in METRIC_COLUMNS} for row in rows])
+    atomic_write(run_dir / "metrics.csv", buffer.getvalue())
