@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from aqa_cli import __version__
-from aqa_cli.stores.common import FEATURE_STORE_FORMAT, labels_sha256
-from aqa_cli.stores.video_store import TEXT
+from aqa_cli.stores.common import FEATURE_STORE_FORMAT
+from aqa_cli.stores.video_store import TEXT, labels_sha256
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.safe_output import atomic_output
 

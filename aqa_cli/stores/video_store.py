@@ -21,7 +21,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from aqa_cli import __version__
-from aqa_cli.stores.common import FEATURE_STORE_FORMAT, VIDEO_STORE_FORMAT, labels_sha256
+from aqa_cli.stores.common import FEATURE_STORE_FORMAT, VIDEO_STORE_FORMAT
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.safe_output import PartialWork, atomic_output, output_lock
 
@@ -136,6 +136,19 @@ def metadata_checksum(frame_index: np.ndarray, columns: dict) -> str:
         else:
             data = np.asarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
         digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def labels_sha256(
+    ids: Iterable, splits: Iterable, difficulty: Iterable, scores: Mapping[str, Iterable]
+) -> str:
+    """sha256 of ids, splits, difficulties and every score column (in order), each as numpy text: the one
+    fingerprint of the labels a model was trained and evaluated on (stores, feature stores, checkpoints)."""
+    digest = hashlib.sha256()
+    for values in (ids, splits, difficulty, *scores.values()):
+        digest.update(
+            np.asarray(list(values) if not isinstance(values, np.ndarray) else values).astype(str).tobytes()
+        )
     return digest.hexdigest()
 
 
