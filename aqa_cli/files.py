@@ -43,9 +43,11 @@ def atomic_write(path: Path, data: bytes | str, remedy: str = "choose a writable
 
 
 @contextmanager
-def writer_lock(lock_path: Path, target: Path, remedy: str = "choose a writable --out") -> Iterator[None]:
+def writer_lock(
+    lock_path: Path, target: Path, remedy: str = "choose a writable --out", *, wait: bool = False
+) -> Iterator[None]:
     """Hold an exclusive advisory lock on `lock_path` (the OS drops it if this process dies), or stop
-    with one line saying that another aqa process is writing `target`."""
+    with one line saying that another aqa process is writing `target`; with `wait`, wait for it instead."""
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a")  # noqa: SIM115 - held for the whole block
@@ -53,7 +55,7 @@ def writer_lock(lock_path: Path, target: Path, remedy: str = "choose a writable 
         raise write_error(exc, lock_path, remedy) from exc
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise AqaError(
                 f"another aqa process is writing {target} (it holds {lock_path}); "
