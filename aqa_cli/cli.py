@@ -25,7 +25,11 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-weights_app = typer.Typer(help="Inspect pretrained backbone weight files.", no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Pretrained backbone weights: list the public ones by name, fetch them into torch's cache, inspect "
+    "a file. AQA_OFFLINE=1 forbids downloads; AQA_WEIGHTS_REGISTRY names a TOML file of extra records.",
+    no_args_is_help=True,
+)
 app.add_typer(weights_app, name="weights")
 features_app = typer.Typer(
     help="Feature stores: import pre-extracted clip features, describe a store.", no_args_is_help=True
@@ -35,7 +39,13 @@ app.add_typer(features_app, name="features")
 
 @weights_app.command("inspect")
 def weights_inspect(
-    path: Annotated[Path, typer.Argument(help="A Hara et al., IG-65M or torchvision .pth checkpoint.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="A Hara et al., IG-65M or torchvision .pth checkpoint, or a weights name from "
+            "`aqa weights list` (downloaded first if need be)."
+        ),
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show what a checkpoint holds: family, depth, conv type, classes, parameters, normalization."""
@@ -45,8 +55,11 @@ def weights_inspect(
     from rich.table import Table
 
     from aqa_cli.models import inspect_weights
+    from aqa_cli.models.registry import inspect_named, named_record
 
-    summary = inspect_weights(path)
+    record = named_record(path)
+    _fetch_named(path)
+    summary = inspect_named(record) if record is not None else inspect_weights(path)
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -61,6 +74,62 @@ def weights_inspect(
     for key, value in rows.items():
         table.add_row(key, str(value))
     Console().print(table)
+
+
+@weights_app.command("list")
+def weights_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print every record as JSON.")] = False,
+) -> None:
+    """List the weights known by name (built in, and from AQA_WEIGHTS_REGISTRY): what each is, its size,
+    and whether it is in torch's cache."""
+    from aqa_cli.models.registry import load_registry
+    from aqa_cli.weights_report import print_weights_list
+
+    print_weights_list(load_registry(), as_json=json_out)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: Annotated[list[str], typer.Argument(help="Weights names from `aqa weights list`.")],
+) -> None:
+    """Download weights by name into torch's cache (<torch hub dir>/checkpoints), hash-checked and atomic;
+    a cached file is kept. Files with no direct link (Hara et al.'s shared drive) get instructions
+    instead: exit 1 unless every named file is then in the cache."""
+    from aqa_cli.models.registry import (
+        ensure_weights,
+        file_sha256,
+        is_cached_and_valid,
+        lookup,
+        manual_instructions,
+    )
+    from aqa_cli.weights_report import download_progress, print_by_hand, print_fetched
+
+    records = [lookup(name) for name in names]  # an unknown name stops before any download
+    by_hand = 0
+    for record in records:
+        if not record.downloadable and not is_cached_and_valid(record):
+            print_by_hand(manual_instructions(record))
+            by_hand += 1
+            continue
+        was_there = is_cached_and_valid(record)
+        with download_progress() as progress:
+            path = ensure_weights(record, progress)
+        print_fetched(record, file_sha256(path), downloaded=not was_there)
+    if by_hand:
+        raise typer.Exit(1)
+
+
+def _fetch_named(*values: str) -> None:
+    """Download what --weights values name (with a progress bar) before a command does any work; a path
+    is left to the command. An unknown name, or a missing file offline, stops here with one line."""
+    from aqa_cli.models.registry import ensure_weights, named_record
+    from aqa_cli.weights_report import download_progress
+
+    for value in values:
+        record = named_record(value) if value else None
+        if record is not None:
+            with download_progress() as progress:
+                ensure_weights(record, progress)
 
 
 _state = {"debug": False}
@@ -236,7 +305,9 @@ def train(
     depth: Annotated[
         int | None, typer.Option(help="ResNet depth: 10, 18, 34, 50, 101 (152, 200). (default: 34)")
     ] = None,
-    conv: Annotated[str | None, typer.Option(help="3d or 2plus1d. (default: 2plus1d)")] = None,
+    conv: Annotated[
+        str | None, typer.Option(help="3d, 2plus1d or mc3 (torchvision). (default: 2plus1d)")
+    ] = None,
     clip: Annotated[
         int | None, typer.Option(help="Frames per clip: 8, 16 or 32 (12, 6, 3 clips). (default: 32)")
     ] = None,
@@ -244,7 +315,11 @@ def train(
         str | None, typer.Option(help="Clip aggregation: wd (Weight-Decider) or avg. (default: wd)")
     ] = None,
     weights: Annotated[
-        str | None, typer.Option(help="Pretrained backbone file (Hara, IG-65M, torchvision).")
+        str | None,
+        typer.Option(
+            help="Pretrained backbone: a name from `aqa weights list` (downloaded once), or a .pth file "
+            "(Hara, IG-65M, torchvision)."
+        ),
     ] = None,
     family: Annotated[
         str | None, typer.Option(help="Backbone variant without --weights: hara, ig65m, torchvision.")
@@ -321,7 +396,10 @@ def train(
 
     if resume and config is None and out is not None and (Path(out) / "config.toml").is_file():
         config = Path(out) / "config.toml"
-    result = run_training(resolve_config(config, overrides), resume=resume)
+    settings = resolve_config(config, overrides)
+    if not resume and not settings.features:
+        _fetch_named(settings.weights)
+    result = run_training(settings, resume=resume)
     print_training_summary(result)
 
 
@@ -335,11 +413,16 @@ def extract(
         typer.Option(help="Feature store to write. (default: <store>-<conv><depth>-clip<clip>.features.h5)"),
     ] = None,
     depth: Annotated[int | None, typer.Option(help="ResNet depth. (default: 34)")] = None,
-    conv: Annotated[str | None, typer.Option(help="3d or 2plus1d. (default: 2plus1d)")] = None,
+    conv: Annotated[
+        str | None, typer.Option(help="3d, 2plus1d or mc3 (torchvision). (default: 2plus1d)")
+    ] = None,
     clip: Annotated[int | None, typer.Option(help="Frames per clip. (default: 32)")] = None,
     weights: Annotated[
         str | None,
-        typer.Option(help="Pretrained backbone file; without it a random init drawn from --seed."),
+        typer.Option(
+            help="Pretrained backbone: a name from `aqa weights list` or a .pth file; without it a random "
+            "init drawn from --seed."
+        ),
     ] = None,
     family: Annotated[str | None, typer.Option(help="Backbone variant without --weights.")] = None,
     normalization: Annotated[str | None, typer.Option(help="Override the input normalization.")] = None,
@@ -373,6 +456,7 @@ def extract(
     from aqa_cli.report import print_extract_report, sample_progress
 
     options = ExtractOptions(**given)
+    _fetch_named(options.weights)
     with sample_progress("extract") as advance:
         report = extract_features(options, advance)
     print_extract_report(report)
@@ -447,7 +531,8 @@ def experiment(
     weights: Annotated[
         list[str] | None,
         typer.Option(
-            help="Backbone files (repeatable), matched to cells by depth, conv and clip<N> in the name."
+            help="Backbone files or weights names (repeatable), matched to cells by depth, conv and "
+            "clip<N> in the file name."
         ),
     ] = None,
     views: Annotated[
@@ -481,7 +566,10 @@ def experiment(
     from aqa_cli.experiment import resolve_grid, run_experiment
     from aqa_cli.report import ExperimentReporter, print_experiment
 
-    print_experiment(run_experiment(resolve_grid(config, options), ExperimentReporter()))
+    grid = resolve_grid(config, options)
+    if not grid.features:
+        _fetch_named(*grid.weights)
+    print_experiment(run_experiment(grid, ExperimentReporter()))
 
 
 @app.command(name="eval")

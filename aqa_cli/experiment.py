@@ -231,12 +231,13 @@ def weights_for(cell: Cell, files: list[str]) -> str:
     if not files:
         return ""
     from aqa_cli.models import read_weights
+    from aqa_cli.models.registry import weights_path
 
-    held = {path: read_weights(path) for path in files}
+    held = {value: read_weights(weights_path(value)) for value in files}  # a name: its cached file
     matches = [path for path, w in held.items() if (w.depth, w.conv) == (cell.depth, cell.conv)]
     if len(matches) > 1:
-        named = [path for path in matches if f"clip{cell.clip}" in Path(path).name]
-        unnamed = [path for path in matches if not re.search(r"clip\d+", Path(path).name)]
+        named = [path for path in matches if f"clip{cell.clip}" in held[path].path.name]
+        unnamed = [path for path in matches if not re.search(r"clip\d+", held[path].path.name)]
         matches = named or unnamed
     if len(matches) != 1:
         which = "no" if not matches else "more than one"

@@ -35,6 +35,7 @@ from aqa_cli.errors import AqaError
 from aqa_cli.files import atomic_write, write_error
 from aqa_cli.models import Normalization, VideoResNetFeatures, build_backbone
 from aqa_cli.models.aqa import clip_features
+from aqa_cli.models.registry import resolve_weights
 from aqa_cli.runtime import autocast, resolve_device, resolve_precision
 from aqa_cli.store import TEXT, VideoStore, _fsync_file, partial_dir_for, store_lock
 
@@ -293,9 +294,14 @@ def frozen_backbone(
     return backbone.eval()
 
 
-def backbone_record(backbone: VideoResNetFeatures, weights: str | None, seed: int) -> dict:
-    """Everything needed to rebuild the backbone and to tell whether a rebuilt one is the same."""
+def backbone_record(
+    backbone: VideoResNetFeatures, weights: str | None, seed: int, weights_name: str | None = None
+) -> dict:
+    """Everything needed to rebuild the backbone and to tell whether a rebuilt one is the same;
+    `weights_name`: the registry name the weights file came from (recorded only when there is one)."""
+    named = {"weights_name": weights_name} if weights_name else {}
     return {
+        **named,
         "depth": backbone.depth,
         "conv": backbone.conv,
         "family": backbone.family,
@@ -316,9 +322,10 @@ def rebuild_backbone(record: dict, where: Path) -> VideoResNetFeatures:
     weights = record["weights"]
     if weights is not None:
         if not Path(weights).is_file():
+            fetch = f" (`aqa weights fetch {record['weights_name']}`)" if record.get("weights_name") else ""
             raise AqaError(
                 f"{where}: its backbone weights {weights} are missing; put that file (sha256 "
-                f"{record['weights_sha256'][:16]}...) back at that path to score videos"
+                f"{record['weights_sha256'][:16]}...) back at that path{fetch} to score videos"
             )
         if file_sha256(weights) != record["weights_sha256"]:
             raise AqaError(
@@ -348,7 +355,7 @@ class ExtractOptions:
     depth: int = 34
     conv: str = "2plus1d"
     clip: int = 32
-    weights: str = ""  # "" = random initialisation drawn from `seed`
+    weights: str = ""  # a weights name or a file; "" = random initialisation drawn from `seed`
     family: str = ""
     normalization: str = ""
     frames: int = 96
@@ -496,7 +503,8 @@ def _plan_extraction(options: ExtractOptions) -> _Extraction:
     window = check_window(window, config.frames, config.height, config.width, options.store)
     views = extraction_views(window.jitter, options.views)
     precision = resolve_precision(options.precision, resolve_device(options.device))
-    weights = options.weights or None
+    resolved = resolve_weights(options.weights) if options.weights else None  # a name: found or downloaded
+    weights = str(resolved.path) if resolved is not None else None
     backbone = frozen_backbone(
         options.depth,
         options.conv,
@@ -513,7 +521,7 @@ def _plan_extraction(options: ExtractOptions) -> _Extraction:
         "clip_len": options.clip,
         "window": dataclasses.asdict(window),
         "views": [dataclasses.asdict(view) for view in views],
-        "backbone": backbone_record(backbone, weights, options.seed),
+        "backbone": backbone_record(backbone, weights, options.seed, resolved and resolved.name),
         "video_store": video_store,
         "batch_size": options.batch_size,
         "precision": precision,

@@ -31,6 +31,7 @@ from aqa_cli.evaluate import Predictions, metrics, predict, score_range
 from aqa_cli.files import atomic_write, writer_lock
 from aqa_cli.models import AGGREGATIONS, DEFAULT_FAMILY, AQAHead, ModelConfig, Normalization, build_model
 from aqa_cli.models.backbones import check_architecture
+from aqa_cli.models.registry import resolve_weights
 from aqa_cli.runtime import Distributed, autocast, init_distributed, resolve_precision
 from aqa_cli.store import VideoStore
 
@@ -104,10 +105,11 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
         use_difficulty=config.use_difficulty,
         normalization=_normalization(config.normalization),
     )
-    weights = config.weights or None
+    # A weights name is looked up (and downloaded) before any work; on resume the checkpoint has them.
+    resolved = resolve_weights(config.weights) if config.weights and state is None else None
+    weights = resolved.path if resolved is not None else None
     if state is not None:
         model_config = ModelConfig.from_dict(state["model_config"])
-        weights = None  # the checkpoint has them
     model = build_model(model_config, weights, grad_checkpoint=config.grad_checkpoint)
     if weights and distributed.is_main and console is not None:
         console.print(f"backbone: {model.backbone.weights_summary}")
@@ -187,6 +189,10 @@ def train(config: TrainConfig, resume: bool = False, console=None) -> TrainResul
                 "model_config": model.config.to_dict(),
                 "window": dataclasses.asdict(window),
                 "store": store_fingerprint(config.store),
+                # the pretrained weights (registry name, file, sha256): eval and score need no network
+                "backbone_weights": state.get("backbone_weights")
+                if state is not None
+                else (resolved.to_dict() if resolved is not None else None),
             },
             state=state,
             console=console,

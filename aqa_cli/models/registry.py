@@ -354,6 +354,41 @@ def is_cached(record: WeightsRecord) -> bool:
     return cached_path(record).is_file()
 
 
+def is_cached_and_valid(record: WeightsRecord) -> bool:
+    """The record's file is in the cache and matches its sha256 (when the record has one)."""
+    target = cached_path(record)
+    return target.is_file() and _matches(record, file_sha256(target))
+
+
+def inspect_named(record: WeightsRecord) -> dict[str, Any]:
+    """`inspect_weights` of a record's cached file, with the record's facts; refuses a file that holds
+    another architecture than its record says."""
+    from aqa_cli.models.weights import inspect_weights
+
+    summary = inspect_weights(cached_path(record))
+    expected = {"family": record.family, "depth": record.depth, "conv": record.conv}
+    if record.classes is not None:
+        expected["classes"] = record.classes
+    wrong = [
+        f"{key} {summary[key]} (the record says {value})"
+        for key, value in expected.items()
+        if summary[key] != value
+    ]
+    if wrong:
+        raise AqaError(
+            f"{cached_path(record)} is not what {record.name} names: {', '.join(wrong)}; delete it and fetch "
+            f"it again, or fix the record ({record.source})"
+        )
+    where = {"url": record.url} if record.url else {"page": record.page}
+    return {
+        "name": record.name,
+        **summary,
+        "pretraining": record.pretraining,
+        **where,
+        "sha256": file_sha256(cached_path(record)),
+    }
+
+
 def offline() -> bool:
     return os.environ.get(ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
@@ -404,7 +439,7 @@ def ensure_weights(record: WeightsRecord, progress: Progress | None = None) -> P
         if not record.downloadable or offline():
             raise AqaError(
                 f"{target} is not the file {record.name} names (sha256 {digest[:16]}..., expected "
-                f"{record.sha256}...); delete it, then "
+                f"{record.sha256[:16]}...); delete it, then "
                 + (_put_it_there(record) if record.downloadable else manual_instructions(record))
             )
     if not record.downloadable:
@@ -466,7 +501,7 @@ def _download(record: WeightsRecord, target: Path, progress: Progress | None) ->
             if not _matches(record, digest):
                 raise AqaError(
                     f"{record.url} sent a file whose sha256 is {digest[:16]}..., not {record.name}'s "
-                    f"{record.sha256}...; nothing was kept: the server or mirror holds another file, so "
+                    f"{record.sha256[:16]}...; nothing was kept: the server or mirror holds another file, so "
                     f"check the record ({record.source})"
                 )
             os.replace(temp, target)
