@@ -302,6 +302,12 @@ def _user_record(name: str, table: dict, base: WeightsRecord | None, path: Path,
         changes["sha256"] = ""  # the old file's hash does not describe the new file
     record = _with_hash_from_name(dataclasses.replace(base, **changes, source=str(path)))
     _check_record(record, where)
+    if not record.description:
+        pretraining = f", {record.pretraining}" if record.pretraining else ""
+        record = dataclasses.replace(
+            record,
+            description=f"{record.family} {record.conv} ResNet-{record.depth}{pretraining} (user registry)",
+        )
     return record
 
 
