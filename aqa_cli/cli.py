@@ -95,14 +95,8 @@ def weights_fetch(
     """Download weights by name into torch's cache (<torch hub dir>/checkpoints), hash-checked and atomic;
     a cached file is kept. Files with no direct link (Hara et al.'s shared drive) get instructions
     instead: exit 1 unless every named file is then in the cache."""
-    from aqa_cli.models.registry import (
-        ensure_weights,
-        file_sha256,
-        is_cached_and_valid,
-        lookup,
-        manual_instructions,
-    )
-    from aqa_cli.weights_report import download_progress, print_by_hand, print_fetched
+    from aqa_cli.models.registry import file_sha256, is_cached_and_valid, lookup, manual_instructions
+    from aqa_cli.weights_report import print_by_hand, print_fetched
 
     records = [lookup(name) for name in names]  # an unknown name stops before any download
     by_hand = 0
@@ -111,25 +105,37 @@ def weights_fetch(
             print_by_hand(manual_instructions(record))
             by_hand += 1
             continue
-        was_there = is_cached_and_valid(record)
-        with download_progress() as progress:
-            path = ensure_weights(record, progress)
-        print_fetched(record, file_sha256(path), downloaded=not was_there)
+        path, downloaded = _fetch_one(record)
+        print_fetched(record, file_sha256(path), downloaded)
     if by_hand:
         raise typer.Exit(1)
+
+
+def _fetch_one(record) -> tuple[Path, bool]:
+    """The record's file, downloaded with a progress bar if need be; and whether it was downloaded."""
+    from aqa_cli.models.registry import ensure_weights
+    from aqa_cli.weights_report import download_progress
+
+    reported = []  # the registry reports progress only while it downloads
+    with download_progress() as progress:
+
+        def update(*args) -> None:
+            reported.append(True)
+            progress(*args)
+
+        path = ensure_weights(record, update)
+    return path, bool(reported)
 
 
 def _fetch_named(*values: str) -> None:
     """Download what --weights values name (with a progress bar) before a command does any work; a path
     is left to the command. An unknown name, or a missing file offline, stops here with one line."""
-    from aqa_cli.models.registry import ensure_weights, named_record
-    from aqa_cli.weights_report import download_progress
+    from aqa_cli.models.registry import named_record
 
     for value in values:
         record = named_record(value) if value else None
         if record is not None:
-            with download_progress() as progress:
-                ensure_weights(record, progress)
+            _fetch_one(record)
 
 
 _state = {"debug": False}

@@ -74,7 +74,11 @@ def download_progress() -> Iterator[ProgressCallback]:
 
 def print_fetched(record: WeightsRecord, sha256: str, downloaded: bool) -> None:
     what = "downloaded to" if downloaded else "already in the cache:"
-    console.print(f"{record.name}: {what} {cached_path(record)} (sha256 {sha256[:16]}...)", highlight=False)
+    console.print(
+        f"{record.name}: {what} {cached_path(record)} (sha256 {sha256[:16]}...)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_by_hand(instructions: str) -> None:

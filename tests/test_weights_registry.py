@@ -384,6 +384,7 @@ def test_two_fetches_at_once_download_once(server, cache, tmp_path, monkeypatch)
     out, err = first.communicate(timeout=300)
     thread.join(timeout=300)
     assert first.returncode == 0, err
+    assert f"{name}: downloaded to {cache / file}" in out.decode()
     assert "error" not in second and second["path"] == cache / file
     assert (cache / file).read_bytes() == data and server.requests[file] == 1 and leftovers(cache) == []
 
