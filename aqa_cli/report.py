@@ -354,6 +354,8 @@ def print_feature_summary(summary: dict, as_json: bool) -> None:
         backbone = summary["backbone"]
         rows["backbone"] = f"{backbone['summary']}, normalization {backbone['normalization']['name']}"
         rows["weights"] = backbone["weights"] or f"random init, seed {backbone['seed']}"
+        if backbone.get("weights_name"):
+            rows["weights name"] = backbone["weights_name"]
         rows["weights sha256"] = backbone["weights_sha256"]
     for key, value in rows.items():
         table.add_row(key, str(value))
