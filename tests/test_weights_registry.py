@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -549,6 +550,7 @@ def test_a_name_trains_and_extracts_end_to_end_and_eval_needs_no_network(
         backbone = store.backbone
     assert backbone["weights_name"] == name and backbone["weights_sha256"] == sha256(data)
     assert backbone["weights"] == str(cache / file) and backbone["family"] == "torchvision"
+    assert re.search(rf"weights name +│ {name} ", run_aqa("features", "info", features, check=0).stdout)
 
     monkeypatch.setenv("AQA_OFFLINE", "1")
     (cache / file).unlink()  # the checkpoint holds the backbone: eval needs neither the file nor a network
