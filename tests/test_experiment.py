@@ -130,8 +130,10 @@ def test_weights_are_matched_to_cells_by_architecture_and_clip_length(monkeypatc
         "r2p1d34_K_200ep.pth": (34, "2plus1d"),
         "r3d50_K_200ep.pth": (50, "3d"),
     }
+    monkeypatch.setattr("aqa_cli.pipelines.experiment.weights_path", lambda value: value)  # no registry
     monkeypatch.setattr(
-        "aqa_cli.models.read_weights", lambda path: SimpleNamespace(depth=held[path][0], conv=held[path][1])
+        "aqa_cli.pipelines.experiment.read_weights",
+        lambda path: SimpleNamespace(depth=held[path][0], conv=held[path][1], path=Path(path)),
     )
     files = list(held)
     assert weights_for(Cell(34, "2plus1d", 32, ""), files) == "ig65m_r2plus1d_34_clip32.pth"

@@ -21,7 +21,11 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-weights_app = typer.Typer(help="Inspect pretrained backbone weight files.", no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Pretrained backbone weights: list the public ones by name, fetch them into torch's cache, inspect "
+    "a file. AQA_OFFLINE=1 forbids downloads; AQA_WEIGHTS_REGISTRY names a TOML file of extra records.",
+    no_args_is_help=True,
+)
 app.add_typer(weights_app, name="weights")
 features_app = typer.Typer(
     help="Feature stores: import pre-extracted clip features, describe a store.", no_args_is_help=True

@@ -34,14 +34,86 @@ def shown(settings: type, name: str) -> str:
 
 @weights_app.command("inspect")
 def weights_inspect(
-    path: Annotated[Path, typer.Argument(help="A Hara et al., IG-65M or torchvision .pth checkpoint.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="A Hara et al., IG-65M or torchvision .pth checkpoint, or a weights name from "
+            "`aqa weights list` (downloaded first if need be)."
+        ),
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show what a checkpoint holds: family, depth, conv type, classes, parameters, normalization."""
     from aqa_cli.cli.output import print_weights
     from aqa_cli.models.pretrained import inspect_weights
+    from aqa_cli.models.registry import inspect_named, named_record
 
-    print_weights(inspect_weights(path), str(path), as_json=json_out)
+    record = named_record(path)
+    _fetch_named(path)
+    summary = inspect_named(record) if record is not None else inspect_weights(path)
+    print_weights(summary, str(path), as_json=json_out)
+
+
+@weights_app.command("list")
+def weights_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print every record as JSON.")] = False,
+) -> None:
+    """List the weights known by name (built in, and from AQA_WEIGHTS_REGISTRY): what each is, its size,
+    and whether it is in torch's cache."""
+    from aqa_cli.cli.output import print_weights_list
+    from aqa_cli.models.registry import load_registry
+
+    print_weights_list(load_registry(), as_json=json_out)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: Annotated[list[str], typer.Argument(help="Weights names from `aqa weights list`.")],
+) -> None:
+    """Download weights by name into torch's cache (<torch hub dir>/checkpoints), hash-checked and atomic;
+    a cached file is kept. Files with no direct link (Hara et al.'s shared drive) get instructions
+    instead: exit 1 unless every named file is then in the cache."""
+    from aqa_cli.cli.output import print_by_hand, print_fetched
+    from aqa_cli.models.registry import file_sha256, is_cached_and_valid, lookup, manual_instructions
+
+    records = [lookup(name) for name in names]  # an unknown name stops before any download
+    by_hand = 0
+    for record in records:
+        if not record.downloadable and not is_cached_and_valid(record):
+            print_by_hand(manual_instructions(record))
+            by_hand += 1
+            continue
+        path, downloaded = _fetch_one(record)
+        print_fetched(record, file_sha256(path), downloaded)
+    if by_hand:
+        raise typer.Exit(1)
+
+
+def _fetch_one(record) -> tuple[Path, bool]:
+    """The record's file, downloaded with a progress bar if need be; and whether it was downloaded."""
+    from aqa_cli.cli.output import download_progress
+    from aqa_cli.models.registry import ensure_weights
+
+    reported = []  # the registry reports progress only while it downloads
+    with download_progress() as progress:
+
+        def update(*args) -> None:
+            reported.append(True)
+            progress(*args)
+
+        path = ensure_weights(record, update)
+    return path, bool(reported)
+
+
+def _fetch_named(*values: str) -> None:
+    """Download what --weights values name (with a progress bar) before a command does any work; a path
+    is left to the command. An unknown name, or a missing file offline, stops here with one line."""
+    from aqa_cli.models.registry import named_record
+
+    for value in values:
+        record = named_record(value) if value else None
+        if record is not None:
+            _fetch_one(record)
 
 
 @app.command()
@@ -184,7 +256,8 @@ def train(
         ),
     ] = None,
     conv: Annotated[
-        str | None, typer.Option(help=f"3d or 2plus1d. (default: {shown(TrainConfig, 'conv')})")
+        str | None,
+        typer.Option(help=f"3d, 2plus1d or mc3 (torchvision). (default: {shown(TrainConfig, 'conv')})"),
     ] = None,
     clip: Annotated[
         int | None,
@@ -199,7 +272,11 @@ def train(
         ),
     ] = None,
     weights: Annotated[
-        str | None, typer.Option(help="Pretrained backbone file (Hara, IG-65M, torchvision).")
+        str | None,
+        typer.Option(
+            help="Pretrained backbone: a name from `aqa weights list` (downloaded once), or a .pth file "
+            "(Hara, IG-65M, torchvision)."
+        ),
     ] = None,
     family: Annotated[
         str | None, typer.Option(help="Backbone variant without --weights: hara, ig65m, torchvision.")
@@ -316,6 +393,8 @@ def train(
     if resume and config is None and out is not None and (Path(out) / "config.toml").is_file():
         config = Path(out) / "config.toml"
     settings = resolve_config(config, overrides)
+    if not resume and not settings.features:
+        _fetch_named(settings.weights)
     with training_progress() as progress:
         result = run_training(settings, resume=resume, progress=progress)
     print_training_summary(result)
@@ -335,14 +414,18 @@ def extract(
         int | None, typer.Option(help=f"ResNet depth. (default: {shown(ExtractOptions, 'depth')})")
     ] = None,
     conv: Annotated[
-        str | None, typer.Option(help=f"3d or 2plus1d. (default: {shown(ExtractOptions, 'conv')})")
+        str | None,
+        typer.Option(help=f"3d, 2plus1d or mc3 (torchvision). (default: {shown(ExtractOptions, 'conv')})"),
     ] = None,
     clip: Annotated[
         int | None, typer.Option(help=f"Frames per clip. (default: {shown(ExtractOptions, 'clip')})")
     ] = None,
     weights: Annotated[
         str | None,
-        typer.Option(help="Pretrained backbone file; without it a random init drawn from --seed."),
+        typer.Option(
+            help="Pretrained backbone: a name from `aqa weights list` or a .pth file; without it a random "
+            "init drawn from --seed."
+        ),
     ] = None,
     family: Annotated[str | None, typer.Option(help="Backbone variant without --weights.")] = None,
     normalization: Annotated[str | None, typer.Option(help="Override the input normalization.")] = None,
@@ -397,6 +480,7 @@ def extract(
     from aqa_cli.pipelines.extract import extract_features
 
     options = ExtractOptions(**given)
+    _fetch_named(options.weights)
     with sample_progress("extract") as advance:
         report = extract_features(options, advance)
     print_extract_report(report)
@@ -477,7 +561,8 @@ def experiment(
     weights: Annotated[
         list[str] | None,
         typer.Option(
-            help="Backbone files (repeatable), matched to cells by depth, conv and clip<N> in the name."
+            help="Backbone files or weights names (repeatable), matched to cells by depth, conv and "
+            "clip<N> in the file name."
         ),
     ] = None,
     views: Annotated[
@@ -529,7 +614,10 @@ def experiment(
     from aqa_cli.cli.output import ExperimentReporter, print_experiment
     from aqa_cli.pipelines.experiment import resolve_grid, run_experiment
 
-    print_experiment(run_experiment(resolve_grid(config, options), ExperimentReporter()))
+    grid = resolve_grid(config, options)
+    if not grid.features:
+        _fetch_named(*grid.weights)
+    print_experiment(run_experiment(grid, ExperimentReporter()))
 
 
 @app.command(name="eval")

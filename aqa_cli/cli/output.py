@@ -10,13 +10,18 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
+
+from aqa_cli.models.registry import Progress as ProgressCallback
+from aqa_cli.models.registry import WeightsRecord, cache_dir, cached_path
 
 console = Console()
 status_console = Console(stderr=True)
@@ -344,6 +349,8 @@ def print_feature_summary(summary: dict, as_json: bool) -> None:
         backbone = summary["backbone"]
         rows["backbone"] = f"{backbone['summary']}, normalization {backbone['normalization']['name']}"
         rows["weights"] = backbone["weights"] or f"random init, seed {backbone['seed']}"
+        if backbone.get("weights_name"):
+            rows["weights name"] = backbone["weights_name"]
         rows["weights sha256"] = backbone["weights_sha256"]
     for key, value in rows.items():
         table.add_row(key, str(value))
@@ -392,3 +399,70 @@ def print_weights(summary: dict, title: str, as_json: bool) -> None:
     for key, value in rows.items():
         table.add_row(key, str(value))
     console.print(table)
+
+
+# `aqa weights`: the registry table, download progress bars, fetch outcomes.
+
+
+def registry_rows(records: dict[str, WeightsRecord]) -> list[dict]:
+    """Each record as plain JSON, with where its file goes and whether it is there."""
+    return [
+        {**record.to_dict(), "path": str(cached_path(record)), "cached": cached_path(record).is_file()}
+        for record in records.values()
+    ]
+
+
+def print_weights_list(records: dict[str, WeightsRecord], as_json: bool) -> None:
+    rows = registry_rows(records)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"pretrained weights (cache: {cache_dir()})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it is")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("cached", no_wrap=True)
+    for row in rows:
+        size = f"~{row['size_mb']:.0f} MB" if row["size_mb"] else "?"
+        cached = "yes" if row["cached"] else "no" if row["url"] else "no (by hand)"
+        table.add_row(row["name"], row["description"], size, cached)
+    console.print(table)
+
+
+@contextmanager
+def download_progress() -> Iterator[ProgressCallback]:
+    """A rich download bar per file (on stderr); yields the callback the registry calls as it downloads."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=status_console,
+        transient=True,  # the line printed afterwards (or the error) says how it went
+    )
+    tasks: dict[str, int] = {}
+
+    def update(record: WeightsRecord, done: int, total: int | None) -> None:
+        if record.name not in tasks:
+            progress.start()
+            tasks[record.name] = progress.add_task(f"download {record.name}", total=total)
+        progress.update(tasks[record.name], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        progress.stop()
+
+
+def print_fetched(record: WeightsRecord, sha256: str, downloaded: bool) -> None:
+    what = "downloaded to" if downloaded else "already in the cache:"
+    console.print(
+        f"{record.name}: {what} {cached_path(record)} (sha256 {sha256[:16]}...)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_by_hand(instructions: str) -> None:
+    console.print(instructions, highlight=False, soft_wrap=True)

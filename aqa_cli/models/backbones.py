@@ -19,6 +19,7 @@ from torchvision.models.video.resnet import (
     BasicStem,
     Bottleneck,
     Conv2Plus1D,
+    Conv3DNoTemporal,
     Conv3DSimple,
     R2Plus1dStem,
     VideoResNet,
@@ -37,7 +38,7 @@ from aqa_cli.models.pretrained import (
 from aqa_cli.util.errors import AqaError
 
 DEFAULT_FAMILY = "hara"
-CONV_TYPES = ("3d", "2plus1d")
+CONV_TYPES = ("3d", "2plus1d", "mc3")  # mc3: 3D convs in layer1, 2D (1x3x3) in layers 2-4
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -79,7 +80,7 @@ class Variant:
     """What distinguishes one family's video ResNet from another's at the same depth."""
 
     stem: Callable[[], nn.Module]
-    conv_maker: type[nn.Module]
+    conv_maker: type[nn.Module] | tuple[type[nn.Module], ...]  # one for all stages, or one per stage
     batchnorm_eps: float = 1e-5
     batchnorm_momentum: float = 0.1
 
@@ -93,6 +94,8 @@ VARIANTS: dict[tuple[str, str], Variant] = {
     ),
     ("torchvision", "3d"): Variant(BasicStem, Conv3DSimple),
     ("torchvision", "2plus1d"): Variant(R2Plus1dStem, Conv2Plus1D),
+    # Mixed convolutions (torchvision mc3_18): full 3D convolutions in layer1 only.
+    ("torchvision", "mc3"): Variant(BasicStem, (Conv3DSimple,) + (Conv3DNoTemporal,) * 3),
 }
 FAMILIES = tuple(dict.fromkeys(family for family, _ in VARIANTS))
 
@@ -115,7 +118,8 @@ class VideoResNetFeatures(VideoResNet):
     ) -> None:
         variant, layout = VARIANTS[family, conv], LAYOUTS[depth]
         block = Bottleneck if layout.bottleneck else BasicBlock
-        super().__init__(block, [variant.conv_maker] * 4, list(layout.blocks), variant.stem)
+        makers = variant.conv_maker if isinstance(variant.conv_maker, tuple) else (variant.conv_maker,) * 4
+        super().__init__(block, list(makers), list(layout.blocks), variant.stem)
         del self.fc
         for module in self.modules():
             if isinstance(module, nn.BatchNorm3d):
@@ -146,7 +150,7 @@ def build_backbone(
 ) -> VideoResNetFeatures:
     """Build a video ResNet feature extractor, optionally loading a public checkpoint file strictly.
 
-    depth: 10, 18, 34, 50, 101, 152 or 200; conv: "3d" or "2plus1d".
+    depth: 10, 18, 34, 50, 101, 152 or 200; conv: "3d", "2plus1d" or "mc3" (torchvision family only).
     weights: a local Hara et al., IG-65M or torchvision checkpoint; its family, depth and conv type are
         read from the file and must match the request.
     family: "hara", "ig65m" or "torchvision". Default: the file's family, else "hara" (Hara et al. have

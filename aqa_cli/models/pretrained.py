@@ -243,15 +243,12 @@ def _family_and_conv(state: dict[str, Tensor], path: Path) -> tuple[str, str]:
         raise AqaError(
             f"{path} is not a video ResNet this toolkit knows (first convolution "
             f"{tuple(stem.shape) if stem is not None else 'missing'}); pass a Hara et al., IG-65M or "
-            "torchvision r3d/r2plus1d checkpoint"
+            "torchvision r3d/mc3/r2plus1d checkpoint"
         )
     family, conv = family_conv
     layer2_conv1 = state.get("layer2.0.conv1.0.weight")
     if family == "torchvision" and layer2_conv1 is not None and layer2_conv1.shape[2:] == (1, 3, 3):
-        raise AqaError(
-            f"{path} is a torchvision mixed-convolution (mc3_18) checkpoint, which is not supported; "
-            "pass r3d_18 or r2plus1d_18 weights"
-        )
+        conv = "mc3"  # mixed convolutions (mc3_18): 2D (1x3x3) kernels from layer2 on
     if family is None:
         mid = state.get("layer2.0.conv2.0.0.weight")
         family = "ig65m" if mid is not None and mid.shape[0] == IG65M_LAYER2_MID else "torchvision"

@@ -54,9 +54,14 @@ def frozen_backbone(
     return backbone.eval()
 
 
-def backbone_record(backbone: VideoResNetFeatures, weights: str | None, seed: int) -> dict:
-    """Everything needed to rebuild the backbone and to tell whether a rebuilt one is the same."""
+def backbone_record(
+    backbone: VideoResNetFeatures, weights: str | None, seed: int, weights_name: str | None = None
+) -> dict:
+    """Everything needed to rebuild the backbone and to tell whether a rebuilt one is the same;
+    `weights_name`: the registry name the weights file came from (recorded only when there is one)."""
+    named = {"weights_name": weights_name} if weights_name else {}
     return {
+        **named,
         "depth": backbone.depth,
         "conv": backbone.conv,
         "family": backbone.family,
@@ -77,9 +82,10 @@ def rebuild_backbone(record: dict, where: Path) -> VideoResNetFeatures:
     weights = record["weights"]
     if weights is not None:
         if not Path(weights).is_file():
+            fetch = f" (`aqa weights fetch {record['weights_name']}`)" if record.get("weights_name") else ""
             raise AqaError(
                 f"{where}: its backbone weights {weights} are missing; put that file (sha256 "
-                f"{record['weights_sha256'][:16]}...) back at that path to score videos"
+                f"{record['weights_sha256'][:16]}...) back at that path{fetch} to score videos"
             )
         if file_sha256(weights) != record["weights_sha256"]:
             raise AqaError(

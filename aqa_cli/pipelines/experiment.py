@@ -38,6 +38,7 @@ from aqa_cli.evaluation.evaluate import evaluate_checkpoint
 from aqa_cli.evaluation.plots import plot_experiment
 from aqa_cli.evaluation.ridge import ridge_baseline
 from aqa_cli.models.pretrained import read_weights
+from aqa_cli.models.registry import weights_path
 from aqa_cli.pipelines.options import ExperimentGrid
 from aqa_cli.training.config import TrainConfig, read_toml, resolve_config
 from aqa_cli.training.dispatch import train
@@ -209,11 +210,11 @@ def weights_for(cell: Cell, files: list[str]) -> str:
     "" (random initialisation)."""
     if not files:
         return ""
-    held = {path: read_weights(path) for path in files}
+    held = {value: read_weights(weights_path(value)) for value in files}  # a name: its cached file
     matches = [path for path, w in held.items() if (w.depth, w.conv) == (cell.depth, cell.conv)]
     if len(matches) > 1:
-        named = [path for path in matches if f"clip{cell.clip}" in Path(path).name]
-        unnamed = [path for path in matches if not re.search(r"clip\d+", Path(path).name)]
+        named = [path for path in matches if f"clip{cell.clip}" in held[path].path.name]
+        unnamed = [path for path in matches if not re.search(r"clip\d+", held[path].path.name)]
         matches = named or unnamed
     if len(matches) != 1:
         which = "no" if not matches else "more than one"

@@ -25,6 +25,7 @@ from aqa_cli.models.backbones import VideoResNetFeatures
 from aqa_cli.models.model import clip_count, clip_features
 from aqa_cli.models.normalization import model_input
 from aqa_cli.models.provenance import backbone_record, frozen_backbone
+from aqa_cli.models.registry import resolve_weights
 from aqa_cli.pipelines.options import ExtractOptions
 from aqa_cli.stores.feature_store import DTYPES, FeatureLabels, FeatureStore, write_feature_store
 from aqa_cli.stores.video_store import VideoStore
@@ -129,7 +130,8 @@ def _plan_extraction(options: ExtractOptions) -> _Extraction:
     window = check_window(window, config.frames, config.height, config.width, options.store)
     views = extraction_views(window.jitter, options.views)
     precision = resolve_precision(options.precision, resolve_device(options.device))
-    weights = options.weights or None
+    resolved = resolve_weights(options.weights) if options.weights else None  # a name: found or downloaded
+    weights = str(resolved.path) if resolved is not None else None
     backbone = frozen_backbone(
         options.depth,
         options.conv,
@@ -146,7 +148,7 @@ def _plan_extraction(options: ExtractOptions) -> _Extraction:
         "clip_len": options.clip,
         "window": dataclasses.asdict(window),
         "views": [dataclasses.asdict(view) for view in views],
-        "backbone": backbone_record(backbone, weights, options.seed),
+        "backbone": backbone_record(backbone, weights, options.seed, resolved and resolved.name),
         "video_store": video_store,
         "batch_size": options.batch_size,
         "precision": precision,

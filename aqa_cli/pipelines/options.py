@@ -35,7 +35,7 @@ class ExtractOptions:
     depth: int = 34
     conv: str = "2plus1d"
     clip: int = 32
-    weights: str = ""  # "" = random initialisation drawn from `seed`
+    weights: str = ""  # a weights name or a file; "" = random initialisation drawn from `seed`
     family: str = ""
     normalization: str = ""
     frames: int = 96

@@ -26,6 +26,7 @@ from aqa_cli.evaluation.predict import Predictions, predict
 from aqa_cli.models.backbones import DEFAULT_FAMILY, check_architecture
 from aqa_cli.models.model import ModelConfig, build_model, clip_count
 from aqa_cli.models.normalization import Normalization, model_input
+from aqa_cli.models.registry import resolve_weights
 from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.training.config import TrainConfig
 from aqa_cli.training.loop import (
@@ -70,10 +71,11 @@ def train_end_to_end(
         use_difficulty=config.use_difficulty,
         normalization=_normalization(config.normalization),
     )
-    weights = config.weights or None
+    # A weights name is looked up (and downloaded) before any work; on resume the checkpoint has them.
+    resolved = resolve_weights(config.weights) if config.weights and state is None else None
+    weights = resolved.path if resolved is not None else None
     if state is not None:
         model_config = ModelConfig.from_dict(state["model_config"])
-        weights = None  # the checkpoint has them
     model = build_model(model_config, weights, grad_checkpoint=config.grad_checkpoint)
     window = WindowConfig(config.frames, config.jitter, config.crop, config.flip)
     rows = split_rows(config.store, config.val_fraction, config.seed)
@@ -151,6 +153,10 @@ def train_end_to_end(
                 "model_config": model.config.to_dict(),
                 "window": dataclasses.asdict(window),
                 "store": fingerprint,
+                # the pretrained weights (registry name, file, sha256): eval and score need no network
+                "backbone_weights": state.get("backbone_weights")
+                if state is not None
+                else (resolved.to_dict() if resolved is not None else None),
             },
             state=state,
             progress=progress,

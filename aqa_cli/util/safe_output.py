@@ -97,9 +97,11 @@ def _close_errors_quiet() -> Iterator[None]:
 
 
 @contextmanager
-def writer_lock(lock_path: Path, target: Path, remedy: str = DEFAULT_REMEDY) -> Iterator[None]:
+def writer_lock(
+    lock_path: Path, target: Path, remedy: str = DEFAULT_REMEDY, *, wait: bool = False
+) -> Iterator[None]:
     """Hold an exclusive advisory lock on `lock_path` (the OS drops it if this process dies), or stop
-    with one line saying that another aqa process is writing `target`."""
+    with one line saying that another aqa process is writing `target`; with `wait`, wait for it instead."""
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a")  # noqa: SIM115 - held for the whole block
@@ -107,7 +109,7 @@ def writer_lock(lock_path: Path, target: Path, remedy: str = DEFAULT_REMEDY) -> 
         raise write_error(exc, lock_path, remedy) from exc
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise AqaError(
                 f"another aqa process is writing {target} (it holds {lock_path}); "
