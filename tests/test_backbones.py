@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torchvision.models.video import r2plus1d_18, r3d_18
 
-from aqa_cli.models.backbones import VideoResNetFeatures, build_backbone
+from aqa_cli.models.architectures import LAYOUTS, VideoResNetFeatures
+from aqa_cli.models.backbones import build_backbone
 from aqa_cli.models.normalization import NORMALIZATIONS, Normalization
-from aqa_cli.models.pretrained import LAYOUTS
 from aqa_cli.util.errors import AqaError
 
 

@@ -39,7 +39,7 @@ BACKBONE = ["--depth", "10", "--conv", "3d", "--clip", "8", "--frames", "16", "-
 
 def synthetic_store(root: Path, videos: int, seed: int) -> Path:
     """`aqa synth` dives (every 4th in test) stored with their last 24 frames."""
-    from helpers import run_aqa
+    from tests.helpers import run_aqa
 
     run_aqa("synth", root / "videos", "--videos", str(videos), "--seed", str(seed), check=0)
     store = root / "dives.h5"
@@ -56,7 +56,7 @@ def dives(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def extracted(dives: Path) -> Path:
     """A random-init ResNet-10's features of every dive: 2 clips of 8 frames at 112x112."""
-    from helpers import run_aqa
+    from tests.helpers import run_aqa
 
     out = dives.with_name("dives-r10.features.h5")
     run_aqa("extract", "--store", dives, "--out", out, *BACKBONE, "--crop", "112", check=0)

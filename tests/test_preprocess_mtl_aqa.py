@@ -38,7 +38,7 @@ def test_stored_frames_are_the_window_ending_at_end_frame(
 
 
 def test_no_argument_finds_the_release_under_data(tmp_path: Path, aqa) -> None:
-    from mtl_aqa_trees import build_videos, synthetic_annotations
+    from tests.mtl_aqa_trees import build_videos, synthetic_annotations
 
     annotations = synthetic_annotations(SMALL_ENDS)
     write_annotations(tmp_path / "data" / "MTL-AQA" / "info", annotations)
@@ -50,7 +50,7 @@ def test_no_argument_finds_the_release_under_data(tmp_path: Path, aqa) -> None:
 
 
 def test_a_missing_event_is_reported_and_the_others_stored(tmp_path: Path, aqa) -> None:
-    from mtl_aqa_trees import build_videos, synthetic_annotations
+    from tests.mtl_aqa_trees import build_videos, synthetic_annotations
 
     write_annotations(tmp_path / "annotations", synthetic_annotations(SMALL_ENDS))
     build_videos(tmp_path, SMALL_ENDS)

@@ -42,7 +42,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory) -> Path:
     """12 synthetic dives stored with 24 frames each (enough for 16-frame windows with jitter)."""
-    from helpers import run_aqa
+    from tests.helpers import run_aqa
 
     root = tmp_path_factory.mktemp("small")
     run_aqa("synth", root / "videos", "--videos", "12", "--seed", "3", check=0)
@@ -261,7 +261,7 @@ def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
         "--frames",
         "16",
         "--crop",
-        "112",
+        "32",
         "--batch-size",
         "4",
         "--workers",

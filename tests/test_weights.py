@@ -19,7 +19,8 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 from typer.testing import CliRunner
 
 from aqa_cli.cli.commands import app
-from aqa_cli.models.backbones import VideoResNetFeatures, build_backbone
+from aqa_cli.models.architectures import VideoResNetFeatures
+from aqa_cli.models.backbones import build_backbone
 from aqa_cli.models.normalization import NORMALIZATIONS
 from aqa_cli.models.pretrained import inspect_weights, read_weights
 from aqa_cli.util.errors import AqaError

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torchvision.models.video import MC3_18_Weights, R2Plus1D_18_Weights, R3D_18_Weights, mc3_18
 
-from aqa_cli.models.backbones import VideoResNetFeatures, build_backbone
+from aqa_cli.models.architectures import VideoResNetFeatures
+from aqa_cli.models.backbones import build_backbone
 from aqa_cli.models.normalization import NORMALIZATIONS
 from aqa_cli.models.registry import (
     HARA_PAGE,

@@ -322,6 +322,13 @@ def train(
         int | None,
         typer.Option(help=f"Square crop of the 171x128 frames. (default: {shown(TrainConfig, 'crop')})"),
     ] = None,
+    crop_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="Training crops: centre (the paper's, and its authors' loader) or random (anywhere in the "
+            f"frame; evaluation always takes the centre). (default: {shown(TrainConfig, 'crop_mode')})"
+        ),
+    ] = None,
     flip: Annotated[
         bool | None,
         typer.Option(

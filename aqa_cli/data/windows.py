@@ -3,11 +3,14 @@ uint8 arrays (numpy only: no torch, no store)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from aqa_cli.util.errors import AqaError
+
+CROP_MODES = ("centre", "random")
 
 
 @dataclass(frozen=True)
@@ -16,8 +19,9 @@ class WindowConfig:
 
     frames: int = 96  # frames the model sees
     jitter: int = 6  # training windows end at a random one of the last `jitter` stored frames
-    crop: int = 112  # square crop; random in training, centred in evaluation
+    crop: int = 112  # square crop, centred (training too, as the paper says; `crop_mode`)
     flip: bool = True  # random horizontal flip in training
+    crop_mode: str = "centre"  # training crops: "centre" (the paper), or "random" (where in the frame)
 
 
 def check_window(
@@ -30,25 +34,30 @@ def check_window(
             f"preprocess again with --frames {window.frames + window.jitter - 1} or train with --frames "
             f"{stored_frames}"
         )
+    if window.crop_mode not in CROP_MODES:
+        raise AqaError(f"unknown --crop-mode {window.crop_mode!r}; choose one of {', '.join(CROP_MODES)}")
     if window.crop > min(height, width):
         raise AqaError(f"--crop {window.crop} is larger than the stored {width}x{height} frames")
     jitter = min(window.jitter, stored_frames - window.frames + 1)
-    return WindowConfig(window.frames, max(jitter, 1), window.crop, window.flip)
+    return dataclasses.replace(window, jitter=max(jitter, 1))
 
 
 def select_window(frames: np.ndarray, window: WindowConfig, rng: np.random.Generator | None) -> np.ndarray:
     """(T, H, W, 3) stored frames -> (3, frames, crop, crop) uint8 model input.
 
     Evaluation (`rng` None): the last `frames` frames, centre crop. Training: the window ends at a random
-    one of the last `jitter` frames, with a random crop and a random horizontal flip.
+    one of the last `jitter` frames, with a random horizontal flip, and a centre crop (the paper's and its
+    authors' loader) or, with `crop_mode` "random", a random one.
     """
     if rng is None:
         return centred_window(frames, window)
     stored, height, width, _ = frames.shape
     w = window
     end = stored - int(rng.integers(w.jitter))
-    top = int(rng.integers(height - w.crop + 1))
-    left = int(rng.integers(width - w.crop + 1))
+    if w.crop_mode == "random":
+        top, left = int(rng.integers(height - w.crop + 1)), int(rng.integers(width - w.crop + 1))
+    else:
+        top, left = (height - w.crop) // 2, (width - w.crop) // 2
     flip = w.flip and bool(rng.integers(2))
     return _cut_window(frames, w, end, top, left, flip)
 

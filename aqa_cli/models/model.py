@@ -9,10 +9,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from aqa_cli.models.architectures import feature_dim
 from aqa_cli.models.backbones import build_backbone
 from aqa_cli.models.heads import WD_DROPOUT, AQAHead, AQAOutput
 from aqa_cli.models.normalization import Normalization
-from aqa_cli.models.pretrained import feature_dim
 from aqa_cli.util.errors import AqaError
 
 

@@ -10,52 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from aqa_cli.models.architectures import FAMILIES, LAYOUTS, Layout, closest_variants, feature_dim, stem_shapes
 from aqa_cli.models.normalization import NORMALIZATIONS, Normalization
 from aqa_cli.util.errors import AqaError
-
-
-class Layout(NamedTuple):
-    """Blocks in each of the four residual stages, and whether they are Bottleneck blocks."""
-
-    blocks: tuple[int, ...]
-    bottleneck: bool
-
-
-LAYOUTS: dict[int, Layout] = {
-    10: Layout((1, 1, 1, 1), False),
-    18: Layout((2, 2, 2, 2), False),
-    34: Layout((3, 4, 6, 3), False),
-    50: Layout((3, 4, 6, 3), True),
-    101: Layout((3, 4, 23, 3), True),
-    152: Layout((3, 8, 36, 3), True),
-    200: Layout((3, 24, 36, 3), True),
-}
-"""The depths of the public video ResNets (Hara et al. have all of them)."""
-
-
-def feature_dim(depth: int) -> int:
-    """Width of the pooled features: 512 for BasicBlock nets, 2048 for Bottleneck nets."""
-    return 2048 if LAYOUTS[depth].bottleneck else 512
-
-
-FAMILY_NORMALIZATION = {"hara": "hara", "ig65m": "kinetics400", "torchvision": "kinetics400"}
-
-STEM_SHAPES: dict[tuple[int, ...], tuple[str | None, str]] = {
-    (64, 3, 7, 7, 7): ("hara", "3d"),
-    (110, 3, 1, 7, 7): ("hara", "2plus1d"),
-    (45, 3, 1, 7, 7): (None, "2plus1d"),  # torchvision R2Plus1dStem: ig65m or stock torchvision
-    (64, 3, 3, 7, 7): ("torchvision", "3d"),
-}
-"""(family, conv) told apart by the first stem convolution (`stem.0.weight`, torchvision names)."""
-
-IG65M_LAYER2_MID = 288
-"""Mid width of `layer2.0.conv2` when (2+1)D convs compute it from their own (128, 128); stock torchvision
-computes it from the block's input and gets 230 (BasicBlock) or 329 (Bottleneck)."""
 
 HARA_RENAMES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(pattern), replacement)
@@ -103,7 +65,7 @@ class PretrainedWeights:
 
     @property
     def normalization(self) -> Normalization:
-        return NORMALIZATIONS[FAMILY_NORMALIZATION[self.family]]
+        return NORMALIZATIONS[FAMILIES[self.family].normalization]
 
     def describe(self) -> str:
         classes = f", {self.classes} classes" if self.classes else ""
@@ -119,13 +81,14 @@ def read_weights(path: str | Path) -> PretrainedWeights:
     hara_names = "conv1.weight" in state or "conv1_s.weight" in state
     if hara_names:
         state = _rename_hara_keys(state, path)
-    family, conv = _family_and_conv(state, path)
+    candidates = _stem_candidates(state, path)
+    depth = _depth(state, path)
+    family, conv = _family_and_conv(state, depth, candidates, path)
     if hara_names and family != "hara":
         raise AqaError(
             f"{path} has Hara et al. key names but a stem of shape {tuple(state['stem.0.weight'].shape)}, "
             "unlike their published 200ep models; pass one of those files"
         )
-    depth = _depth(state, path)
     classes = _check_classifier(state, depth, path)
     return PretrainedWeights(
         path=path,
@@ -236,23 +199,32 @@ def _rename_hara_keys(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]
     return renamed
 
 
-def _family_and_conv(state: dict[str, Tensor], path: Path) -> tuple[str, str]:
+def _stem_candidates(state: dict[str, Tensor], path: Path) -> list[tuple[str, str]]:
+    """The (family, conv) variants whose first convolution has the file's shape."""
     stem = state.get("stem.0.weight")
-    family_conv = STEM_SHAPES.get(tuple(stem.shape)) if stem is not None else None
-    if family_conv is None:
+    candidates = stem_shapes().get(tuple(stem.shape)) if stem is not None else None
+    if not candidates:
         raise AqaError(
             f"{path} is not a video ResNet this toolkit knows (first convolution "
             f"{tuple(stem.shape) if stem is not None else 'missing'}); pass a Hara et al., IG-65M or "
             "torchvision r3d/mc3/r2plus1d checkpoint"
         )
-    family, conv = family_conv
-    layer2_conv1 = state.get("layer2.0.conv1.0.weight")
-    if family == "torchvision" and layer2_conv1 is not None and layer2_conv1.shape[2:] == (1, 3, 3):
-        conv = "mc3"  # mixed convolutions (mc3_18): 2D (1x3x3) kernels from layer2 on
-    if family is None:
-        mid = state.get("layer2.0.conv2.0.0.weight")
-        family = "ig65m" if mid is not None and mid.shape[0] == IG65M_LAYER2_MID else "torchvision"
-    return family, conv
+    return candidates
+
+
+def _family_and_conv(
+    state: dict[str, Tensor], depth: int, candidates: list[tuple[str, str]], path: Path
+) -> tuple[str, str]:
+    """Of the candidates, the one whose architecture fits the file's tensor shapes best (ig65m and
+    torchvision (2+1)D differ in their mid widths, torchvision 3d and mc3 in the kernels of layers 2-4)."""
+    shapes = {key: tuple(tensor.shape) for key, tensor in state.items() if key not in FC_KEYS}
+    closest = closest_variants(shapes, depth, candidates)
+    if len(closest) != 1:
+        raise AqaError(
+            f"{path} fits {' and '.join(f'{family} {conv}' for family, conv in closest)} ResNet-{depth} "
+            "equally well; pass the published file unmodified"
+        )
+    return closest[0]
 
 
 def _depth(state: dict[str, Tensor], path: Path) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from aqa_cli.models.backbones import VideoResNetFeatures, build_backbone
+from aqa_cli.models.architectures import VideoResNetFeatures
+from aqa_cli.models.backbones import build_backbone
 from aqa_cli.models.normalization import Normalization
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.hashing import file_sha256

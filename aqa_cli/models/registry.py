@@ -312,14 +312,14 @@ def _user_record(name: str, table: dict, base: WeightsRecord | None, path: Path,
 
 
 def _check_record(record: WeightsRecord, where: str) -> None:
-    from aqa_cli.models.backbones import VARIANTS
-    from aqa_cli.models.pretrained import LAYOUTS, NORMALIZATIONS
+    from aqa_cli.models.architectures import LAYOUTS, VARIANTS
+    from aqa_cli.models.normalization import NORMALIZATIONS
 
     problems = []
     if (record.family, record.conv) not in VARIANTS:
         problems.append(
             f"family/conv {record.family}/{record.conv} is none of "
-            + ", ".join(f"{family}/{conv}" for family, conv in VARIANTS)
+            + ", ".join(f"{family}/{conv}" for family, conv in sorted(VARIANTS))
         )
     if record.depth not in LAYOUTS:
         problems.append(f"depth {record.depth} is none of {', '.join(map(str, LAYOUTS))}")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from aqa_cli.data.datasets import ViewBlocks
 from aqa_cli.data.windows import View, WindowConfig, check_window, extraction_views
-from aqa_cli.models.backbones import VideoResNetFeatures
+from aqa_cli.models.architectures import VideoResNetFeatures
 from aqa_cli.models.model import clip_count, clip_features
 from aqa_cli.models.normalization import model_input
 from aqa_cli.models.provenance import backbone_record, frozen_backbone

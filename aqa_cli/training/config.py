@@ -21,6 +21,7 @@ class TrainConfig:
     frames: int = 96
     jitter: int = 6
     crop: int = 112
+    crop_mode: str = "centre"  # training crops: centre (the paper), or random
     flip: bool = True
     val_fraction: float = 0.0
     features: str = ""  # a feature store (`aqa extract`, `aqa features import`): train the heads only

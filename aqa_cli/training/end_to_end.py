@@ -23,7 +23,8 @@ from aqa_cli.data.splits import split_rows
 from aqa_cli.data.windows import WindowConfig, check_window
 from aqa_cli.evaluation.metrics import score_span
 from aqa_cli.evaluation.predict import Predictions, predict
-from aqa_cli.models.backbones import DEFAULT_FAMILY, check_architecture
+from aqa_cli.models.architectures import DEFAULT_FAMILY
+from aqa_cli.models.backbones import check_architecture
 from aqa_cli.models.model import ModelConfig, build_model, clip_count
 from aqa_cli.models.normalization import Normalization, model_input
 from aqa_cli.models.registry import resolve_weights
@@ -77,7 +78,7 @@ def train_end_to_end(
     if state is not None:
         model_config = ModelConfig.from_dict(state["model_config"])
     model = build_model(model_config, weights, grad_checkpoint=config.grad_checkpoint)
-    window = WindowConfig(config.frames, config.jitter, config.crop, config.flip)
+    window = WindowConfig(config.frames, config.jitter, config.crop, config.flip, config.crop_mode)
     rows = split_rows(config.store, config.val_fraction, config.seed)
     if not rows["train"]:
         raise AqaError(
@@ -178,7 +179,7 @@ def check_settings(config: TrainConfig) -> None:
         check_architecture(config.depth, config.conv, config.family or DEFAULT_FAMILY)
     with VideoStore(config.store) as store:
         stored = store.config
-    window = WindowConfig(config.frames, config.jitter, config.crop, config.flip)
+    window = WindowConfig(config.frames, config.jitter, config.crop, config.flip, config.crop_mode)
     check_window(window, stored.frames, stored.height, stored.width, config.store)
 
 

@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from aqa_cli.media.sources.base import SPLITS, SourceScan
 from aqa_cli.media.sources.manifest import KNOWN, REQUIRED, scan_manifest
 from aqa_cli.media.sources.mtl_aqa import scan_mtl_aqa
-from aqa_cli.models.backbones import CONV_TYPES, FAMILIES, VARIANTS
+from aqa_cli.models.architectures import CONV_TYPES, FAMILIES, LAYOUTS, VARIANTS
 from aqa_cli.models.heads import AGGREGATIONS
 from aqa_cli.models.normalization import NORMALIZATIONS
-from aqa_cli.models.pretrained import LAYOUTS
 from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.util.errors import AqaError
 from tests.faults.injection import assert_success, fault_count, run, run_in_process
