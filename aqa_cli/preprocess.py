@@ -80,6 +80,7 @@ class PreprocessReport:
     frames_lost: int = 0
     seconds: float = 0.0
     damaged: list[str] = field(default_factory=list)  # ids of damaged samples of the earlier store
+    written: bool = True  # False when no sample could be stored, so no store was written
 
 
 @dataclass
@@ -168,11 +169,16 @@ def run_preprocess(source: Path | None, out: Path | None, options: PreprocessOpt
             elif sample_id in earlier:
                 rows.append((sample_id, out, earlier[sample_id]))
                 report.kept += 1
-        attributes = StoreAttributes(scan.kind, scan.description, failed, options.shard or "")
-        assemble_store(out, config, attributes, rows)
+        if rows:  # with no sample to store there is no store to write (HDF5 refuses a 0-row chunked one)
+            attributes = StoreAttributes(scan.kind, scan.description, failed, options.shard or "")
+            assemble_store(out, config, attributes, rows)
         partial.remove()
     report.failed = failed
+    report.written = bool(rows)
     report.seconds = time.perf_counter() - started
+    if not rows and not failed:
+        shard = f" in shard {options.shard}" if shard_count > 1 else ""
+        raise AqaError(f"no samples to store{shard} from {scan.description}: no store written at {out}")
     print_preprocess_report(report, len(rows))
     return report
 

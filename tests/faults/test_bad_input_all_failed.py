@@ -1,0 +1,81 @@
+"""Runs in which every sample fails, for every kind of source `aqa preprocess` reads.
+
+Found trying bad input as a new user would: with zero samples stored, preprocess used to end in
+`error: unexpected ValueError: Chunk shape must not be greater than data shape ...` (HDF5 refuses a
+chunked dataset with no rows) instead of the per-sample lines it prints when one sample succeeds. Now
+each failure is reported as usual, no store is written, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from injection import UNWANTED, run
+from mtl_aqa_trees import synthetic_annotations, write_annotations
+
+Build = Callable[[Path], tuple[Path, str, str]]  # root -> (source to preprocess, failed id, reason)
+
+
+def _manifest(row: str, sample_id: str, reason: str) -> Build:
+    def build(root: Path) -> tuple[Path, str, str]:
+        (root / "bad.csv").write_text(f"path,score,difficulty,split\n{row}\n")
+        return root / "bad.csv", sample_id, reason
+
+    return build
+
+
+def _undecodable_video(root: Path) -> tuple[Path, str, str]:
+    (root / "videos").mkdir()
+    (root / "videos" / "dive.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    return root / "videos", "dive", "dive.mp4"
+
+
+def _mtl_aqa_without_frames(root: Path) -> tuple[Path, str, str]:
+    write_annotations(root / "mtl", synthetic_annotations({(1, 1): 103}))
+    return root / "mtl", "01_01", "no video or frame folder for event 01"
+
+
+ALL_FAILED: dict[str, Build] = {
+    "manifest: missing file": _manifest("missing.mp4,70,3.0,train", "missing", "missing.mp4"),
+    "manifest: NaN score": _manifest("a.mp4,nan,3.0,train", "a", "score 'nan' must be a finite number"),
+    "manifest: negative difficulty": _manifest("a.mp4,70,-1,train", "a", "difficulty '-1'"),
+    "manifest: unknown split": _manifest("a.mp4,70,3.0,holdout", "a", "unknown split 'holdout'"),
+    "folder: undecodable video": _undecodable_video,
+    "mtl-aqa: no frames": _mtl_aqa_without_frames,
+}
+
+
+def assert_all_failed(root: Path, source: Path, sample_id: str, reason: str) -> None:
+    """One run of `aqa preprocess` on a source whose only sample fails: its line, no store, exit 1."""
+    out = root / "out" / "s.h5"
+    out.parent.mkdir()
+    result = run(["preprocess", source, "--out", out, "--workers", "1"])
+    text = result.stdout + result.stderr
+    assert not any(word in text for word in UNWANTED), text[-3000:]
+    assert "unexpected" not in text, text[-3000:]
+    assert result.returncode == 1, f"exit {result.returncode}\n{text[-3000:]}"
+    failed = [line for line in result.stdout.splitlines() if line.startswith(f"failed {sample_id}: ")]
+    assert len(failed) == 1 and reason in failed[0], result.stdout
+    assert "no store was written" in " ".join(result.stdout.split()), result.stdout
+    assert not result.messages(), result.stderr  # no `error:` verdict: the failures are the answer
+    assert sorted(path.name for path in out.parent.iterdir()) == ["s.h5.lock"]  # no store, .tmp or .partial
+
+
+@pytest.mark.parametrize("case", ALL_FAILED)
+def test_a_run_whose_every_sample_fails_reports_each_and_writes_no_store(tmp_path: Path, case: str) -> None:
+    assert_all_failed(tmp_path, *ALL_FAILED[case](tmp_path))
+
+
+def test_an_empty_shard_is_one_clear_error(tmp_path: Path) -> None:
+    """A shard that gets no sample at all stores nothing either, and says so in one line."""
+    from helpers import write_number_video
+
+    write_number_video(tmp_path / "videos" / "a.mp4", 1, 8)
+    result = run(["preprocess", tmp_path / "videos", "--out", tmp_path / "s.h5", "--shard", "1/2"])
+    text = result.stdout + result.stderr
+    assert not any(word in text for word in UNWANTED), text[-3000:]
+    assert result.returncode == 2 and len(result.messages()) == 1, text[-3000:]
+    assert "no samples to store in shard 1/2" in result.messages()[0]
+    assert not (tmp_path / "s.h5").exists()
