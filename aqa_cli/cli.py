@@ -110,6 +110,9 @@ def preprocess(
         Path | None,
         typer.Argument(
             help="A CSV manifest, an MTL-AQA root (annotation pickles + videos or frame folders), "
+            "a FineDiving root (its annotation pickles + the release's per-dive frame folders "
+            "<video_name>/<instance_id>/NNNNN.jpg, or untrimmed videos <video_name>.mp4), an AQA-7 root "
+            "(split_4_*_list.mat or consolidated_*_list.mat + <action>-out/NNN/img_NNNNN.jpg folders), "
             "or a folder of unlabeled videos. Default: look for an MTL-AQA layout under data/."
         ),
     ] = None,
@@ -146,12 +149,26 @@ def preprocess(
             "failed (a damaged file can make a decoder hang). (default: 900)"
         ),
     ] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep one action's samples: an AQA-7 action (diving, gym_vault, ski_big_air, "
+            "snowboard_big_air, sync_diving_3m, sync_diving_10m; one model per action is the usual "
+            "protocol) or a FineDiving dive number (e.g. 207c)."
+        ),
+    ] = None,
 ) -> None:
     """Decode videos into a 171x128 uint8 HDF5 store (resumable: rerun to continue)."""
     from aqa_cli.preprocess import PreprocessOptions, run_preprocess
 
     options = PreprocessOptions(
-        frames=frames, fit=fit, workers=workers, compression=compression, shard=shard, timeout=timeout
+        frames=frames,
+        fit=fit,
+        workers=workers,
+        compression=compression,
+        shard=shard,
+        timeout=timeout,
+        action=action,
     )
     report = run_preprocess(source, out, options)
     if report.failed:

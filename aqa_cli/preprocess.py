@@ -59,6 +59,7 @@ class PreprocessOptions:
     compression: str = DEFAULT_COMPRESSION
     shard: str | None = None
     timeout: float | None = None  # default DEFAULT_TIMEOUT
+    action: str | None = None  # keep only this action's samples (AQA-7, FineDiving)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class PreprocessReport:
     frames_lost: int = 0
     seconds: float = 0.0
     damaged: list[str] = field(default_factory=list)  # ids of damaged samples of the earlier store
+    notices: list[str] = field(default_factory=list)  # the source's notices (e.g. dataset overlaps)
     written: bool = True  # False when no sample could be stored, so no store was written
 
 
@@ -92,8 +94,20 @@ class Job:
     samples: list[tuple[int, Sample]]  # (position in the scan, sample)
 
 
-def resolve_source(source: Path | None, frames: int, fit: str) -> tuple[SourceScan, str]:
+def resolve_source(
+    source: Path | None, frames: int, fit: str, action: str | None = None
+) -> tuple[SourceScan, str]:
     """Pick the adapter from what the user gave; return its scan and the default store name."""
+    from aqa_cli.sources.datasets import resolve_dataset
+
+    found = resolve_dataset(source, frames, fit, action)
+    if found is not None:
+        return found
+    if action is not None:
+        raise AqaError(
+            f"--action {action} keeps one action of an AQA-7 or FineDiving source, and "
+            f"{source or DATA_DIR} is neither; drop --action"
+        )
     from aqa_cli.sources.folder import scan_folder
     from aqa_cli.sources.manifest import scan_manifest
     from aqa_cli.sources.mtl_aqa import find_mtl_aqa_root, scan_mtl_aqa
@@ -141,14 +155,14 @@ def run_preprocess(source: Path | None, out: Path | None, options: PreprocessOpt
     if not timeout > 0:
         raise AqaError(f"--timeout must be a positive number of seconds (got {timeout:g})")
     shard_index, shard_count = _parse_shard(options.shard)
-    scan, default_name = resolve_source(source, frames, options.fit)
+    scan, default_name = resolve_source(source, frames, options.fit, options.action)
     if out is None:
         suffix = f".shard{shard_index}of{shard_count}" if shard_count > 1 else ""
         out = DATA_DIR / f"{default_name}{suffix}.h5"
     config = StoreConfig(frames, options.fit, *FRAME_SIZE, options.compression)
     jobs = [job for n, job in enumerate(_group_jobs(scan.samples)) if n % shard_count == shard_index]
     positions = {sample.id: position for job in jobs for position, sample in job.samples}
-    report = PreprocessReport(out=out)
+    report = PreprocessReport(out=out, notices=list(scan.notices))
     started = time.perf_counter()
     workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
     # The workers start importing now, while the earlier store and partial work are checked.
@@ -457,4 +471,14 @@ def _stored_sample(
         frames_lost=meta["frames_lost"],
         index=position,
         extra=sample.extra,
+        action=sample.action,
+        frame_labels=_stored_labels(sample, indices),
     )
+
+
+def _stored_labels(sample: Sample, indices: np.ndarray) -> np.ndarray | None:
+    """The sample's label of each stored frame (`Sample.frame_labels` starts at frame `first`)."""
+    if sample.frame_labels is None:
+        return None
+    labels = np.asarray(sample.frame_labels, dtype=np.int32)
+    return labels[np.asarray(indices, dtype=np.int64) - (sample.first or 0)]

@@ -87,6 +87,8 @@ def print_preprocess_report(report, stored_total: int) -> None:
         console.print(
             f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (all listed by `aqa info --json`)"
         )
+    for notice in getattr(report, "notices", ()):
+        console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
     if not getattr(report, "written", True):
         console.print(
             f"no sample could be stored, so no store was written at {report.out}: fix the failures above "
