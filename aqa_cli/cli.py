@@ -190,8 +190,10 @@ def info(
     """Summarize a store: samples per split, score and difficulty ranges, frames, size on disk."""
     from aqa_cli.report import print_summary, print_verification
     from aqa_cli.store import summarize, verify_store
+    from aqa_cli.store_overlap import info_notices
 
     summary = summarize(store)
+    summary["notices"] = info_notices(store)
     verification = verify_store(store) if verify else None
     if json_out and verification is not None:
         summary["verify"] = verification

@@ -179,7 +179,11 @@ def evaluate_checkpoint(
             found, store_path, span = predict_heads(payload, store, split, device_name, batch_size)
         else:
             found, store_path, span = _predict_videos(payload, path, store, split, device_name, batch_size)
-        return report_predictions(found, path, int(payload.get("epoch", 0)), store_path, split, span)
+        result = report_predictions(found, path, int(payload.get("epoch", 0)), store_path, split, span)
+    from aqa_cli.store_overlap import evaluation_notices
+
+    result["notices"] = evaluation_notices(payload.get("store"), store_path, split)
+    return result
 
 
 def _predict_videos(
@@ -223,6 +227,13 @@ def report_predictions(
             "difficulty_baseline_rho": difficulty_baseline(found.difficulty[labelled], found.true[labelled]),
         }
     )
+    from aqa_cli.per_action import per_action_metrics
+
+    by_action = per_action_metrics(
+        store_path, found.rows[labelled], found.score[labelled], found.true[labelled]
+    )
+    if by_action:  # a store with an `action` column: rho per action and their Fisher-z average
+        result.update(by_action)
     stem = path.parent / f"predictions-{split}"
     title = f"{split}: rho {result['rho']:.4f}, R-l2 {result['r_l2']:.3f} ({result['samples']} videos)"
     write_predictions(

@@ -652,6 +652,8 @@ def summarize(path: str | Path) -> dict:
                 "score": _range(scores[mask]),
                 "difficulty": _range(difficulty[mask]),
             }
+        actions = store.column("action") if len(store) else np.array([], dtype=object)
+        per_action = {str(a): int((actions == a).sum()) for a in sorted(set(actions.tolist())) if a}
         config = store.config
         return {
             "path": str(store.path),
@@ -662,6 +664,7 @@ def summarize(path: str | Path) -> dict:
             "samples": len(store),
             "splits": per_split,
             "all": {"score": _range(scores), "difficulty": _range(difficulty)},
+            "actions": per_action,  # samples per action (stores with an `action` column)
             "frames_per_sample": config.frames,
             "frame_size": [config.width, config.height],
             "fit": config.fit,
