@@ -438,7 +438,7 @@ class _Scan:
             )
         from aqa_cli.sources.overlap import finediving_notice
 
-        notice = finediving_notice(samples, self.tree.mtl_aqa_annotations)
+        notice = finediving_notice(self.splits, samples, self.tree.mtl_aqa_annotations)
         if notice:
             notes.append(notice)
         return notes

@@ -11,6 +11,7 @@ values, so the adapters, `aqa info` and `aqa eval` share them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from aqa_cli.safe_pickle import load_pickle
 
 MTL_AQA_SPLIT_FILES = {"train": "train_split_0.pkl", "test": "test_split_0.pkl"}
 TRAINING = ("train", "val")  # splits a model learns from (val is held out of train)
+MTL_AQA_VIDEO = re.compile(r"\d\d")  # FineDiving's names of the MTL-AQA event videos
 
 
 def mtl_aqa_dive(extra: dict | str) -> tuple[str, tuple[int, int]] | None:
@@ -50,25 +52,34 @@ def _mtl_aqa_splits(annotation_files: Iterable[Path]) -> tuple[Path, dict[str, s
     return None
 
 
-def finediving_notice(samples: list, mtl_aqa_annotations: Iterable[Path] = ()) -> str | None:
-    """What `aqa preprocess` says about a FineDiving scan's MTL-AQA dives (None if it has none); with
-    MTL-AQA's split files under the same root, how many dives each split puts on the other side."""
-    shared = {}
-    for sample in samples:
-        found = mtl_aqa_dive(sample.extra)
-        if found:
-            shared[found[1]] = sample.split
-    if not shared:
+def finediving_notice(
+    splits: dict[str, set[tuple[str, int]]], samples: list, mtl_aqa_annotations: Iterable[Path] = ()
+) -> str | None:
+    """What `aqa preprocess` says about FineDiving's MTL-AQA dives, given its official split (video name,
+    instance id keys) and the samples stored: None if none of them is one; with MTL-AQA's split files
+    under the same root, how many dives each split puts on the other side."""
+    split_of = {
+        (int(video), int(instance)): split
+        for split, keys in splits.items()
+        for video, instance in keys
+        if MTL_AQA_VIDEO.fullmatch(video)
+    }
+    stored = sum(1 for sample in samples if mtl_aqa_dive(sample.extra))
+    if not stored:
         return None
     line = (
-        f"{len(shared)} of these dives (the two-digit videos) are MTL-AQA dives, and FineDiving's split "
-        "crosses MTL-AQA's"
+        f"{len(split_of)} FineDiving dives (the two-digit videos; {stored} of them stored now) are MTL-AQA "
+        "dives, and FineDiving's split crosses MTL-AQA's"
     )
     mtl = _mtl_aqa_splits(mtl_aqa_annotations)
     if mtl:
-        folder, splits = mtl
-        test_in_train = sum(1 for key, split in shared.items() if split == "test" and key in splits["train"])
-        train_in_test = sum(1 for key, split in shared.items() if split == "train" and key in splits["test"])
+        folder, mtl_splits = mtl
+        test_in_train = sum(
+            1 for key, split in split_of.items() if split == "test" and key in mtl_splits["train"]
+        )
+        train_in_test = sum(
+            1 for key, split in split_of.items() if split == "train" and key in mtl_splits["test"]
+        )
         line += (
             f" (MTL-AQA's split in {folder}): {test_in_train} FineDiving test dives are MTL-AQA training "
             f"dives and {train_in_test} FineDiving training dives are MTL-AQA test dives"
