@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -81,7 +82,7 @@ def print_preprocess_report(report, stored_total: int) -> None:
         console.print(
             f"{report.frames_lost} corrupt packets were skipped while decoding (see frames_lost per sample)"
         )
-    for sample_id, reason in report.failed[:MAX_LISTED_FAILURES]:
+    for sample_id, reason in _rarest_first(report.failed)[:MAX_LISTED_FAILURES]:
         console.print(f"[red]failed[/red] {sample_id}: {reason}", markup=True, highlight=False)
     if len(report.failed) > MAX_LISTED_FAILURES:
         console.print(
@@ -96,6 +97,13 @@ def print_preprocess_report(report, stored_total: int) -> None:
             highlight=False,
         )
     console.print(f"done in {report.seconds:.1f} s")
+
+
+def _rarest_first(failed: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Failures whose reason few samples share first (a bad folder among thousands of dives that simply
+    have no frames yet), otherwise in source order."""
+    counts = Counter(reason for _, reason in failed)
+    return sorted(failed, key=lambda failure: counts[failure[1]])
 
 
 def print_verification(verification: dict) -> None:
