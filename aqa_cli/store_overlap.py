@@ -11,10 +11,9 @@ from aqa_cli.sources.overlap import cross_store_leaks, store_notices
 def _splits_and_extras(path: str | Path) -> tuple[list[str], list[str]] | None:
     """A video store's split and extra columns, or None when it is not a readable video store."""
     from aqa_cli.errors import AqaError
-    from aqa_cli.features import is_feature_store
-    from aqa_cli.store import VideoStore
+    from aqa_cli.store import VideoStore  # never aqa_cli.features: `aqa info` does not import torch
 
-    if not Path(path).is_file() or is_feature_store(path):
+    if not Path(path).is_file():
         return None
     try:
         with VideoStore(path, check=False) as store:

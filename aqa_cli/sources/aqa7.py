@@ -42,7 +42,7 @@ LIST_NAMES = {  # split -> file names, in order of preference
 VARIABLES = {"train": "consolidated_train_list", "test": "consolidated_test_list"}
 SCALED_ABOVE = 200.0
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-_FRAME_NAME = re.compile(r"img_(\d+)")
+_FRAME_NAME = re.compile(r"(?:img_)?(\d+)")  # the release's img_00001; plain numbers in other copies
 _CLASS_FOLDERS = (
     re.compile(r"(?P<action>[a-z0-9_]+)-out"),
     re.compile(r"(?P<action>[a-z0-9_]+)_samples_lstm_\d+"),
@@ -180,14 +180,22 @@ def _frames_problem(folder: str) -> str | None:
     for name in names:
         match = _FRAME_NAME.fullmatch(os.path.splitext(name)[0])
         if not match:
-            return f"its frame folder {folder} holds {name!r}, not a frame of the release (img_NNNNN.jpg)"
+            return f"its frame folder {folder} holds {name!r}, not named by frame number (img_NNNNN.jpg)"
         numbers.append(int(match[1]))
-    if numbers != list(range(1, len(numbers) + 1)):
-        missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-        first = f"img_{missing[0]:05d}" if missing else "a frame numbered 0 or twice"
+    base = 0 if numbers[0] == 0 else 1
+    if numbers != list(range(base, base + len(numbers))) and sorted(numbers) == list(
+        range(base, base + len(numbers))
+    ):
         return (
-            f"its frame folder {folder} holds {len(numbers)} frames that are not img_00001 ... "
-            f"img_{len(numbers):05d} (first missing: {first}); extract the sample again"
+            f"its frame folder {folder} holds frames whose names sort out of frame order (numbers of "
+            "different widths); name them with the same number of digits (img_00001.jpg ...)"
+        )
+    if numbers != list(range(base, base + len(numbers))):
+        missing = sorted(set(range(base, max(numbers) + 1)) - set(numbers))
+        first = f"frame {missing[0]}" if missing else "none, but a number occurs twice"
+        return (
+            f"its frame folder {folder} holds {len(numbers)} frames that are not numbered {base} ... "
+            f"{base + len(numbers) - 1} without gaps (first missing: {first}); extract the sample again"
         )
     return None
 
