@@ -1,4 +1,5 @@
-"""Runs in which every sample fails, for every kind of source `aqa preprocess` reads.
+"""Runs in which every sample fails, for every kind of source `aqa preprocess` reads (FineDiving and
+AQA-7 with their real annotation files from ../shared, skipped without them).
 
 Found trying bad input as a new user would: with zero samples stored, preprocess used to end in
 `error: unexpected ValueError: Chunk shape must not be greater than data shape ...` (HDF5 refuses a
@@ -37,6 +38,37 @@ def _mtl_aqa_without_frames(root: Path) -> tuple[Path, str, str]:
     return root / "mtl", "01_01", "no video or frame folder for event 01"
 
 
+def _finediving_bad_folder(root: Path) -> tuple[Path, str, str]:
+    """The real FineDiving annotations with one dive whose folder lost a frame (the other 2,999 dives
+    have no frames at all)."""
+    from dataset_trees import (
+        SHARED_FINEDIVING,
+        finediving_records,
+        link_finediving_annotations,
+        write_dive_folder,
+    )
+
+    if not SHARED_FINEDIVING.is_dir():
+        pytest.skip(f"real FineDiving annotations not found at {SHARED_FINEDIVING}")
+    link_finediving_annotations(root / "fd" / "Annotations")
+    key = ("01", 1)
+    record = finediving_records()[0][key]
+    folder = write_dive_folder(root / "fd" / "frames", key, record)
+    (folder / f"{record['start_frame']:05d}.jpg").unlink()
+    return root / "fd", "01/1", "lacks 1 of its 85 frames"
+
+
+def _aqa7_bad_folder(root: Path) -> tuple[Path, str, str]:
+    """The real AQA-7 lists, --action-free, with one sample folder of frames named otherwise."""
+    from dataset_trees import SHARED_AQA7, copy_aqa7_lists, write_aqa7_sample
+
+    if not SHARED_AQA7.is_dir():
+        pytest.skip(f"real AQA-7 lists not found at {SHARED_AQA7}")
+    copy_aqa7_lists(root / "aqa7" / "Split_4")
+    write_aqa7_sample(root / "aqa7" / "diving-out" / "054", 4, "frame-{:05d}.jpg")
+    return root / "aqa7", "diving/054", "not named by frame number"
+
+
 ALL_FAILED: dict[str, Build] = {
     "manifest: missing file": _manifest("missing.mp4,70,3.0,train", "missing", "missing.mp4"),
     "manifest: NaN score": _manifest("a.mp4,nan,3.0,train", "a", "score 'nan' must be a finite number"),
@@ -44,6 +76,8 @@ ALL_FAILED: dict[str, Build] = {
     "manifest: unknown split": _manifest("a.mp4,70,3.0,holdout", "a", "unknown split 'holdout'"),
     "folder: undecodable video": _undecodable_video,
     "mtl-aqa: no frames": _mtl_aqa_without_frames,
+    "finediving: a dive folder short of a frame": _finediving_bad_folder,
+    "aqa-7: a folder of misnamed frames": _aqa7_bad_folder,
 }
 
 
