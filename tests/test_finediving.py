@@ -86,6 +86,9 @@ def test_stored_frames_are_each_dives_own_frames_spread_over_the_dive(stored, an
             length = record["end_frame"] - record["start_frame"] + 1
             expected = [(record["start_frame"] + k) % MODULO for k in uniform_positions(length, FRAMES)]
             assert shown_numbers(store.frames(row)) == expected, sample_id
+            offset = json.loads(store.column("extra")[row])["frame_offset"]
+            numbers = store.column("frame_index")[row] + offset
+            assert list(numbers) == [record["start_frame"] + k for k in uniform_positions(length, FRAMES)]
 
 
 def test_split_scores_judges_and_dive_numbers_are_the_annotations(stored, annotations) -> None:
@@ -225,6 +228,8 @@ def test_untrimmed_videos_are_the_other_layout(tmp_path: Path, annotations, aqa)
         length = record["end_frame"] - record["start_frame"] + 1
         expected = [record["start_frame"] + k for k in uniform_positions(length, FRAMES)]
         assert shown_numbers(store.frames(row)) == expected
+        offset = json.loads(store.column("extra")[row])["frame_offset"]
+        assert list(store.column("frame_index")[row] + offset) == expected
         assert set(store.column("action")) == {"205b"}
 
 

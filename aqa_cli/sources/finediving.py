@@ -388,6 +388,7 @@ class _Scan:
             "start_frame": start,
             "end_frame": end,
             "judge_scores": judges,
+            "frame_offset": start - source.first,  # frame number = frame_index + frame_offset
         }
         if typos:
             extra["judge_score_typos"] = typos
