@@ -230,7 +230,7 @@ def report_predictions(
     from aqa_cli.per_action import per_action_metrics
 
     by_action = per_action_metrics(
-        store_path, found.rows[labelled], found.score[labelled], found.true[labelled]
+        store_path, found.ids[labelled], found.score[labelled], found.true[labelled]
     )
     if by_action:  # a store with an `action` column: rho per action and their Fisher-z average
         result.update(by_action)

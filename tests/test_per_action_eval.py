@@ -93,3 +93,30 @@ def test_a_store_without_actions_has_no_per_action_report(tmp_path: Path) -> Non
     )
     assert "per_action" not in result and "rho_fisher_z" not in result
     assert result["rho"] == pytest.approx(-1.0)
+
+
+def test_heads_on_features_get_the_actions_of_the_video_store_behind_them(
+    action_store: Path, tmp_path: Path
+) -> None:
+    """A feature store records the video store it was extracted from; its ids are that store's."""
+    import h5py
+
+    from aqa_cli.features import FORMAT_NAME
+    from aqa_cli.per_action import per_action_metrics
+
+    features = tmp_path / "f.features.h5"
+    with h5py.File(features, "w") as f:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["video_store"] = json.dumps({"path": str(action_store)})
+    ids = np.array([f"s{row}" for row in range(len(ACTIONS))])
+    true = 50.0 + np.arange(len(ACTIONS), dtype=float)
+    found = per_action_metrics(features, ids, true.copy(), true)
+    assert {action: entry["samples"] for action, entry in found["per_action"].items()} == {
+        "diving": 4,
+        "gym_vault": 4,
+        "ski_big_air": 3,
+    }
+    assert found["rho_fisher_z"] == pytest.approx(1.0, abs=1e-5)
+    with h5py.File(features, "r+") as f:
+        del f.attrs["video_store"]  # imported features: no video store, no per-action report
+    assert per_action_metrics(features, ids, true, true) is None
