@@ -9,12 +9,22 @@ each failure is reported as usual, no store is written, and the exit status is 1
 
 from __future__ import annotations
 
+import math
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
-from injection import UNWANTED, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from injection import UNWANTED, fault_count, run
 from mtl_aqa_trees import synthetic_annotations, write_annotations
+
+from aqa_cli.errors import AqaError
+from aqa_cli.sources.aqa7 import scan_aqa7
+from aqa_cli.sources.base import SPLITS
+from aqa_cli.sources.finediving import scan_finediving
 
 Build = Callable[[Path], tuple[Path, str, str]]  # root -> (source to preprocess, failed id, reason)
 
@@ -113,3 +123,110 @@ def test_an_empty_shard_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and len(result.messages()) == 1, text[-3000:]
     assert "no samples to store in shard 1/2" in result.messages()[0]
     assert not (tmp_path / "s.h5").exists()
+
+
+# ---------------------------------------------------------------- FineDiving and AQA-7 annotations
+
+EXAMPLES = settings(
+    max_examples=fault_count(30, 300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+ODD_NUMBERS = st.sampled_from(
+    [70.5, 0.0, -3.0, math.nan, math.inf, "70", None, True, np.float64(81.2), np.int64(3), 10**30]
+)
+ODD_FRAMES = st.sampled_from([1, 5, 8, 0, -5, 3.0, np.int64(4), "4", None, False, 10**12])
+FD_KEY = st.tuples(st.sampled_from(["01", "v", "", "..", "a/b", "x\n"]), st.integers(0, 2))
+FD_RECORD = st.fixed_dictionaries(
+    {},
+    optional={
+        "action_type": st.sampled_from(["207c", 207, "", None]),
+        "start_frame": ODD_FRAMES,
+        "end_frame": ODD_FRAMES,
+        "dive_score": ODD_NUMBERS,
+        "difficulty": ODD_NUMBERS,
+        "judge_scores": st.sampled_from([[7.5, 8.0], [np.float64(55.5)], "8.0", [None], [], [math.nan]]),
+    },
+)
+
+
+def _clean(scan, listed: int) -> None:
+    assert len(scan.samples) + len(scan.problems) == listed
+    for sample in scan.samples:
+        assert sample.split in SPLITS and math.isfinite(sample.score) and sample.score >= 0
+        assert sample.first is not None and sample.last is not None and 0 <= sample.first < sample.last
+    for _, reason in scan.problems:
+        assert "\n" not in reason and "Traceback" not in reason
+
+
+@EXAMPLES
+@given(
+    records=st.dictionaries(FD_KEY, FD_RECORD | st.sampled_from([None, [1, 2], "x"]), max_size=5),
+    train=st.lists(FD_KEY, max_size=5),
+    test=st.lists(FD_KEY, max_size=5),
+)
+def test_any_finediving_annotations_are_a_clean_scan_or_one_clear_error(
+    tmp_path: Path, records: dict, train: list, test: list
+) -> None:
+    """Whatever the coarse records and splits hold, each dive is stored or a one-line problem; frames
+    exist for ('v', 1) at frames 1 ... 8 (some records match them, most do not)."""
+    root = tmp_path / "fd"
+    if not (root / "v" / "1").is_dir():
+        from dataset_trees import write_frame
+
+        for number in range(1, 9):
+            write_frame(root / "v" / "1" / f"{number:05d}.jpg", number)
+    full = {"action_type": "207c", "start_frame": 1, "end_frame": 8, "dive_score": 50.0, "difficulty": 2.0}
+    records = {
+        key: {**full, "judge_scores": [5.0]} | value if isinstance(value, dict) else value
+        for key, value in records.items()
+    }
+    for name, content in (
+        ("FineDiving_coarse_annotation.pkl", records),
+        ("train_split.pkl", train),
+        ("test_split.pkl", test),
+    ):
+        (root / name).write_bytes(pickle.dumps(content, protocol=3))
+    try:
+        scan = scan_finediving(root, 8, "uniform")
+    except AqaError as error:
+        assert "\n" not in str(error)
+        return
+    _clean(scan, len(records))
+
+
+@EXAMPLES
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from([1.0, 2.0, 7.0, 0.0, 1.5, math.nan, -1.0]),
+            st.sampled_from([1.0, 2.0, 0.0, 2.5, math.inf, 1e12]),
+            st.sampled_from([50.0, 8415.0, -1.0, math.nan, 0.0, 1e300]),
+        ),
+        max_size=8,
+    ),
+    shape=st.sampled_from(["rows", "transposed", "flat", "text"]),
+)
+def test_any_aqa7_list_is_a_clean_scan_or_one_clear_error(tmp_path: Path, rows: list, shape: str) -> None:
+    import scipy.io
+
+    root = tmp_path / "aqa7"
+    if not (root / "diving-out" / "001").is_dir():
+        from dataset_trees import write_aqa7_sample
+
+        write_aqa7_sample(root / "diving-out" / "001", 3)
+    array = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    content = {"rows": array, "transposed": array.T, "flat": array.ravel(), "text": "not a list"}[shape]
+    scipy.io.savemat(str(root / "split_4_train_list.mat"), {"consolidated_train_list": content})
+    scipy.io.savemat(str(root / "split_4_test_list.mat"), {"consolidated_test_list": np.zeros((0, 3))})
+    try:
+        scan = scan_aqa7(root, "uniform")
+    except AqaError as error:
+        assert "\n" not in str(error)
+        assert shape != "rows" or not rows, str(error)
+        return
+    assert len(scan.samples) + len(scan.problems) >= (len(rows) > 0)
+    for sample in scan.samples:
+        assert sample.split == "train" and math.isfinite(sample.score) and sample.score >= 0
+    for _, reason in scan.problems:
+        assert "\n" not in reason
