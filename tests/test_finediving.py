@@ -249,3 +249,26 @@ def test_the_unpickler_admits_only_the_globals_each_file_needs(tmp_path: Path) -
     with pytest.raises(AqaError, match="references os.system"):
         scan_finediving(tmp_path, FRAMES, "uniform")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_dive_folder_numbered_from_1_is_its_frames_in_order(tmp_path: Path, annotations, aqa) -> None:
+    """Frames re-extracted per dive (00001.jpg ... 00104.jpg) are the dive's frames in order."""
+    coarse = annotations[0]
+    link_finediving_annotations(tmp_path / "Annotations")
+    key = DIVES[3]
+    record = coarse[key]
+    length = record["end_frame"] - record["start_frame"] + 1
+    from dataset_trees import write_frame
+
+    for position in range(length):
+        write_frame(
+            tmp_path / key[0] / str(key[1]) / f"{position + 1:05d}.jpg", record["start_frame"] + position
+        )
+    out = tmp_path / "s.h5"
+    aqa("preprocess", tmp_path, "--out", out, "--frames", FRAMES, "--action", record["action_type"], check=1)
+    with VideoStore(out) as store:
+        row = list(store.column("id")).index(f"{key[0]}/{key[1]}")
+        expected = [record["start_frame"] + k for k in uniform_positions(length, FRAMES)]
+        assert shown_numbers(store.frames(row)) == expected
+        offset = json.loads(store.column("extra")[row])["frame_offset"]
+        assert list(store.column("frame_index")[row] + offset) == expected

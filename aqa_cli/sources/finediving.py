@@ -7,7 +7,8 @@ frames come from, in order of preference:
 
 1. its trimmed folder `<video_name>/<instance_id>/<NNNNN>.jpg`, as the release ships them: one file per
    frame, named by its absolute frame number (`%05d`, 6 digits above 99,999); the folder must hold every
-   frame `start_frame ... end_frame` (more around them are ignored), else the dive is reported;
+   frame `start_frame ... end_frame` (more around them are ignored), or exactly the dive's frames
+   numbered from 0 or 1 (re-extracted per dive), else the dive is reported;
 2. the untrimmed video `<video_name>.mp4` (or .mkv .avi .webm .mov), frames counted from 1.
 
 Both are found anywhere under the root (the shallowest, then path order, wins), as are the annotation
@@ -32,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from aqa_cli.errors import AqaError
 from aqa_cli.safe_pickle import load_pickle
@@ -240,6 +243,8 @@ def _record_problem(record: Any) -> str | None:
     if not isinstance(record["action_type"], str) or not record["action_type"].isprintable():
         return f"its action_type {record['action_type']!r} is not a dive number"
     judges = record["judge_scores"]
+    if isinstance(judges, np.ndarray) and judges.ndim == 1:
+        judges = judges.tolist()
     if not isinstance(judges, (list, tuple)) or not all(_number(score) for score in judges):
         return f"its judge_scores {judges!r} are not a list of finite numbers"
     return None
@@ -306,6 +311,9 @@ def _folder_window(folder: str, start: int, end: int) -> tuple[int, int] | str:
             return f"its frame folder {folder} holds {name!r}, not named by frame number (NNNNN.jpg)"
         numbers_found.append(int(stem))
     wanted = end - start + 1
+    base = numbers_found[0]
+    if base in (0, 1) and base != start and numbers_found == list(range(base, base + wanted)):
+        return 0, wanted  # the dive's frames numbered from 0 or 1 instead of by frame number
     if start in numbers_found:
         first = numbers_found.index(start)
         if numbers_found[first : first + wanted] == list(range(start, end + 1)):
