@@ -340,7 +340,13 @@ def train(
 
     if resume and config is None and out is not None and (Path(out) / "config.toml").is_file():
         config = Path(out) / "config.toml"
-    result = run_training(resolve_config(config, overrides), resume=resume)
+    resolved = resolve_config(config, overrides)
+    if os.environ.get("RANK", "0") == "0":  # one process says it, however many train
+        from aqa_cli.report import print_notices
+        from aqa_cli.store_overlap import info_notices
+
+        print_notices(info_notices(resolved.store) if resolved.store else [])  # shared test dives
+    result = run_training(resolved, resume=resume)
     print_training_summary(result)
 
 

@@ -243,6 +243,11 @@ def training_progress(console_override=None, enabled: bool = True) -> Iterator[T
         yield TrainingProgress(progress)
 
 
+def print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
+
+
 def print_training_summary(result) -> None:
     if not result.metrics:
         return
