@@ -2,8 +2,10 @@
 
 A pickle can call any importable function while it loads (`os.system`, `builtins.eval`, ...). The
 MTL-AQA annotation files need none: they are dicts, lists and tuples of numbers and strings, and the
-optional third-party files add numpy arrays. `load_pickle` admits exactly those globals, by name,
-and refuses everything else before it is imported or called.
+optional third-party files and FineDiving's annotations add numpy arrays and scalars. `load_pickle`
+admits exactly those globals, by name, and refuses everything else before it is imported or called;
+`numpy_names` narrows the numpy ones to the few a given file needs (FineDiving's coarse file: `scalar`
+and `dtype` only).
 """
 
 from __future__ import annotations
