@@ -272,3 +272,11 @@ def test_a_dive_folder_numbered_from_1_is_its_frames_in_order(tmp_path: Path, an
         assert shown_numbers(store.frames(row)) == expected
         offset = json.loads(store.column("extra")[row])["frame_offset"]
         assert list(store.column("frame_index")[row] + offset) == expected
+
+
+def test_annotations_without_their_split_files_are_one_clear_error(tmp_path: Path) -> None:
+    link_finediving_annotations(tmp_path / "Annotations")
+    (tmp_path / "Annotations" / "test_split.pkl").unlink()
+    with pytest.raises(AqaError, match="has no train_split.pkl and test_split.pkl beside it") as caught:
+        scan_finediving(tmp_path, FRAMES, "uniform")
+    assert "\n" not in str(caught.value)

@@ -95,18 +95,11 @@ class _Tree:
     videos: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
 
-def _holds_image(folder: str) -> bool:
-    try:
-        with os.scandir(folder) as entries:
-            return any(os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS for entry in entries)
-    except OSError:
-        return False
-
-
 def _walk(root: Path) -> _Tree:
     """Find the annotation files and every folder or video file under `root` (hidden ones skipped, linked
-    folders followed once). A folder holding images is a frame folder: it is not descended into, nor is a
-    folder named like a video, beyond its own instance folders."""
+    folders followed once). A folder holding images is a frame folder: its listing stops at the first
+    image (an untrimmed video's frame folder holds up to ~290,000), and it is not descended into.
+    Candidates are chosen by depth, then path, so the order of listing does not matter."""
     tree = _Tree()
     pending = [(root, 0)]
     visited: set[str] = set()
@@ -116,31 +109,35 @@ def _walk(root: Path) -> _Tree:
         if real in visited:
             continue
         visited.add(real)
+        found = _Tree()
+        subfolders = []
         try:
-            with os.scandir(folder) as scanned:
-                entries = sorted(scanned, key=lambda entry: entry.name)
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    stem, extension = os.path.splitext(entry.name)
+                    if extension.lower() in IMAGE_EXTENSIONS:
+                        found, subfolders = _Tree(), []
+                        break  # a frame folder
+                    if entry.is_dir():
+                        found.folders.setdefault(entry.name, []).append((depth, entry.path))
+                        subfolders.append((Path(entry.path), depth + 1))
+                    elif entry.name == COARSE_FILE:
+                        found.annotations.append(Path(entry.path))
+                    elif entry.name == "final_annotations_dict.pkl":
+                        found.mtl_aqa_annotations.append(Path(entry.path))
+                    elif extension.lower() in VIDEO_EXTENSIONS:
+                        found.videos.setdefault(stem, []).append((depth, entry.path))
         except OSError:
             continue  # an unreadable folder holds nothing we can use
-        if any(os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS for entry in entries):
-            continue  # a frame folder
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                continue
-            if is_dir:
-                tree.folders.setdefault(entry.name, []).append((depth, entry.path))
-                pending.append((Path(entry.path), depth + 1))
-            elif entry.name == COARSE_FILE:
-                tree.annotations.append(Path(entry.path))
-            elif entry.name == "final_annotations_dict.pkl":
-                tree.mtl_aqa_annotations.append(Path(entry.path))
-            else:
-                stem, extension = os.path.splitext(entry.name)
-                if extension.lower() in VIDEO_EXTENSIONS:
-                    tree.videos.setdefault(stem, []).append((depth, entry.path))
+        tree.annotations += found.annotations
+        tree.mtl_aqa_annotations += found.mtl_aqa_annotations
+        for name, candidates in found.folders.items():
+            tree.folders.setdefault(name, []).extend(candidates)
+        for name, candidates in found.videos.items():
+            tree.videos.setdefault(name, []).extend(candidates)
+        pending.extend(subfolders)
     return tree
 
 
