@@ -268,13 +268,17 @@ def _fine_labels(fine: dict | None, key: tuple[str, int], length: int) -> tuple[
     record = fine.get(key)
     if record is None:
         return "it is not in the fine-grained annotations"
+    if not isinstance(record, dict):
+        return f"its fine-grained record is a {type(record).__name__}, not a dict"
     try:
         labels = [int(label) for label in record["frames_labels"]]
         names = {int(number): str(name) for number, name in dict(record.get("sub-action_types", {})).items()}
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         return f"its fine-grained record is malformed ({type(exc).__name__}: {exc})"
     if len(labels) != length:
         return f"its {len(labels)} frame labels do not match its {length} frames"
+    if any(not 0 <= label < 2**31 for label in labels):
+        return "its frame labels are not sub-action ids (whole numbers from 0)"
     return labels, names
 
 
