@@ -150,6 +150,20 @@ FD_RECORD = st.fixed_dictionaries(
 )
 
 
+FINE_RECORD = st.sampled_from(
+    [
+        {"frames_labels": np.array([4] * 3 + [36] * 5), "sub-action_types": {np.int64(4): "Inward"}},
+        {"frames_labels": [1.5] * 8},
+        {"frames_labels": [-5] * 8},
+        {"frames_labels": [10**40] * 8},
+        {"frames_labels": [1] * 3},
+        {"sub-action_types": {}},
+        [1, 2],
+        None,
+    ]
+)
+
+
 def _clean(scan, listed: int) -> None:
     assert len(scan.samples) + len(scan.problems) == listed
     for sample in scan.samples:
@@ -164,9 +178,10 @@ def _clean(scan, listed: int) -> None:
     records=st.dictionaries(FD_KEY, FD_RECORD | st.sampled_from([None, [1, 2], "x"]), max_size=5),
     train=st.lists(FD_KEY, max_size=5),
     test=st.lists(FD_KEY, max_size=5),
+    fine=st.none() | st.dictionaries(FD_KEY, FINE_RECORD, max_size=3),
 )
 def test_any_finediving_annotations_are_a_clean_scan_or_one_clear_error(
-    tmp_path: Path, records: dict, train: list, test: list
+    tmp_path: Path, records: dict, train: list, test: list, fine: dict | None
 ) -> None:
     """Whatever the coarse records and splits hold, each dive is stored or a one-line problem; frames
     exist for ('v', 1) at frames 1 ... 8 (some records match them, most do not)."""
@@ -187,12 +202,20 @@ def test_any_finediving_annotations_are_a_clean_scan_or_one_clear_error(
         ("test_split.pkl", test),
     ):
         (root / name).write_bytes(pickle.dumps(content, protocol=3))
+    fine_file = root / "FineDiving_fine-grained_annotation.pkl"
+    if fine is None:
+        fine_file.unlink(missing_ok=True)
+    else:
+        fine_file.write_bytes(pickle.dumps(fine, protocol=3))
     try:
         scan = scan_finediving(root, 8, "uniform")
     except AqaError as error:
         assert "\n" not in str(error)
         return
     _clean(scan, len(records))
+    for sample in scan.samples:
+        labels = sample.frame_labels
+        assert labels is None or (len(labels) == sample.last - sample.first and min(labels) >= 0)
 
 
 @EXAMPLES
