@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from injection import UNWANTED, fault_count, run
 from mtl_aqa_trees import synthetic_annotations, write_annotations
@@ -180,6 +180,10 @@ def _clean(scan, listed: int) -> None:
     test=st.lists(FD_KEY, max_size=5),
     fine=st.none() | st.dictionaries(FD_KEY, FINE_RECORD, max_size=3),
 )
+@example(records={("v", 1): {}}, train=[("v", 1)], test=[], fine={("v", 1): {"frames_labels": [-5] * 8}})
+@example(
+    records={("v", 1): {}}, train=[], test=[("v", 1)], fine={("v", 1): {"frames_labels": list(range(8))}}
+)
 def test_any_finediving_annotations_are_a_clean_scan_or_one_clear_error(
     tmp_path: Path, records: dict, train: list, test: list, fine: dict | None
 ) -> None:
@@ -191,6 +195,7 @@ def test_any_finediving_annotations_are_a_clean_scan_or_one_clear_error(
 
         for number in range(1, 9):
             write_frame(root / "v" / "1" / f"{number:05d}.jpg", number)
+    explicit = records == {("v", 1): {}} and len(train + test) == 1  # the @examples: a storable dive
     full = {"action_type": "207c", "start_frame": 1, "end_frame": 8, "dive_score": 50.0, "difficulty": 2.0}
     records = {
         key: {**full, "judge_scores": [5.0]} | value if isinstance(value, dict) else value
@@ -210,9 +215,12 @@ def test_any_finediving_annotations_are_a_clean_scan_or_one_clear_error(
     try:
         scan = scan_finediving(root, 8, "uniform")
     except AqaError as error:
-        assert "\n" not in str(error)
+        assert "\n" not in str(error) and not explicit, str(error)
         return
     _clean(scan, len(records))
+    if explicit:
+        assert [sample.id for sample in scan.samples] == ["v/1"]
+        assert scan.samples[0].frame_labels == (list(range(8)) if test else None)
     for sample in scan.samples:
         labels = sample.frame_labels
         assert labels is None or (len(labels) == sample.last - sample.first and min(labels) >= 0)
