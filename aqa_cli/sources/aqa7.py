@@ -241,7 +241,8 @@ def scan_aqa7(root: Path | str, fit: str, action: str | None = None) -> SourceSc
             (
                 path
                 for _, base in folders
-                for path in (os.path.join(base, f"{index:03d}"), os.path.join(base, "frames", f"{index:03d}"))
+                for name in dict.fromkeys((f"{index:03d}", str(index)))  # the release pads to 3 digits
+                for path in (os.path.join(base, name), os.path.join(base, "frames", name))
                 if os.path.isdir(path)
             ),
             None,
