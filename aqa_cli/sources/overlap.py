@@ -81,8 +81,9 @@ def finediving_notice(
             1 for key, split in split_of.items() if split == "train" and key in mtl_splits["test"]
         )
         line += (
-            f" (MTL-AQA's split in {folder}): {test_in_train} FineDiving test dives are MTL-AQA training "
-            f"dives and {train_in_test} FineDiving training dives are MTL-AQA test dives"
+            f" (MTL-AQA's split in {folder}, which this run leaves alone: point `aqa preprocess` at MTL-AQA's"
+            f" own root (without FineDiving's files) to preprocess it): {test_in_train} FineDiving test dives are MTL-AQA "
+            f"training dives and {train_in_test} FineDiving training dives are MTL-AQA test dives"
         )
     return line + (
         "; never train (or pretrain) on one and test on the other: `aqa info` and `aqa eval` say when a "
