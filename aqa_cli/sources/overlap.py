@@ -68,7 +68,7 @@ def finediving_notice(
     if not stored:
         return None
     line = (
-        f"{len(split_of)} FineDiving dives (the two-digit videos; {stored} of them stored now) are MTL-AQA "
+        f"{len(split_of)} FineDiving dives (the two-digit videos; {stored} of them among the dives with frames here) are MTL-AQA "
         "dives, and FineDiving's split crosses MTL-AQA's"
     )
     mtl = _mtl_aqa_splits(mtl_aqa_annotations)
