@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -122,6 +123,9 @@ def preprocess(
         Path | None,
         typer.Argument(
             help="A CSV manifest, an MTL-AQA root (annotation pickles + videos or frame folders), "
+            "a FineDiving root (its annotation pickles + the release's per-dive frame folders "
+            "<video_name>/<instance_id>/NNNNN.jpg, or untrimmed videos <video_name>.mp4), an AQA-7 root "
+            "(split_4_*_list.mat or consolidated_*_list.mat + <action>-out/NNN/img_NNNNN.jpg folders), "
             "or a folder of unlabeled videos. Default: look for an MTL-AQA layout under data/."
         ),
     ] = None,
@@ -158,13 +162,27 @@ def preprocess(
             f"failed (a damaged file can make a decoder hang). (default: {DEFAULT_TIMEOUT:g})"
         ),
     ] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep one action's samples: an AQA-7 action (diving, gym_vault, ski_big_air, "
+            "snowboard_big_air, sync_diving_3m, sync_diving_10m; one model per action is the usual "
+            "protocol) or a FineDiving dive number (e.g. 207c)."
+        ),
+    ] = None,
 ) -> None:
     """Decode videos into a 171x128 uint8 HDF5 store (resumable: rerun to continue)."""
     from aqa_cli.cli.output import print_preprocess_report, sample_progress
     from aqa_cli.pipelines.preprocess import run_preprocess
 
     options = PreprocessOptions(
-        frames=frames, fit=fit, workers=workers, compression=compression, shard=shard, timeout=timeout
+        frames=frames,
+        fit=fit,
+        workers=workers,
+        compression=compression,
+        shard=shard,
+        timeout=timeout,
+        action=action,
     )
     with sample_progress("preprocess") as advance:
         report = run_preprocess(source, out, options, advance)
@@ -187,9 +205,11 @@ def info(
 ) -> None:
     """Summarize a store: samples per split, score and difficulty ranges, frames, size on disk."""
     from aqa_cli.cli.output import print_summary, print_verification
+    from aqa_cli.stores.overlap import info_notices
     from aqa_cli.stores.video_store import summarize, verify_store
 
     summary = summarize(store)
+    summary["notices"] = info_notices(store)
     verification = verify_store(store) if verify else None
     if json_out and verification is not None:
         summary["verify"] = verification
@@ -400,6 +420,13 @@ def train(
     if resume and config is None and out is not None and (Path(out) / "config.toml").is_file():
         config = Path(out) / "config.toml"
     settings = resolve_config(config, overrides)
+    if (
+        os.environ.get("RANK", "0") == "0" and not settings.features
+    ):  # one process says it, however many train
+        from aqa_cli.cli.output import print_notices
+        from aqa_cli.stores.overlap import info_notices
+
+        print_notices(info_notices(settings.store))  # test dives shared with another dataset's train
     if not resume and not settings.features:
         _fetch_named(settings.weights)
     with training_progress() as progress:

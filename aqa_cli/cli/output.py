@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -80,13 +81,28 @@ def print_preprocess_report(report) -> None:
         console.print(
             f"{report.frames_lost} corrupt packets were skipped while decoding (see frames_lost per sample)"
         )
-    for sample_id, reason in report.failed[:MAX_LISTED_FAILURES]:
+    for sample_id, reason in _rarest_first(report.failed)[:MAX_LISTED_FAILURES]:
         console.print(f"[red]failed[/red] {sample_id}: {reason}", markup=True, highlight=False)
     if len(report.failed) > MAX_LISTED_FAILURES:
         console.print(
             f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (all listed by `aqa info --json`)"
         )
+    for notice in getattr(report, "notices", ()):
+        console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
+    if not getattr(report, "written", True):
+        console.print(
+            f"no sample could be stored, so no store was written at {report.out}: fix the failures above "
+            "and rerun",
+            highlight=False,
+        )
     console.print(f"done in {report.seconds:.1f} s")
+
+
+def _rarest_first(failed: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Failures whose reason few samples share first (a bad folder among thousands of dives that simply
+    have no frames yet), otherwise in source order."""
+    counts = Counter(reason for _, reason in failed)
+    return sorted(failed, key=lambda failure: counts[failure[1]])
 
 
 def print_verification(verification: dict) -> None:
@@ -149,6 +165,13 @@ def print_summary(summary: dict, as_json: bool) -> None:
         f"written by aqa {summary['tool_version']} on {summary['created']}"
     )
     console.print(f"source: {summary['source']}", highlight=False)
+    actions = summary.get("actions") or {}
+    if actions:
+        listed = ", ".join(f"{action} {count}" for action, count in list(actions.items())[:MAX_ACTION_ROWS])
+        more = f" and {len(actions) - MAX_ACTION_ROWS} more" if len(actions) > MAX_ACTION_ROWS else ""
+        console.print(f"{len(actions)} actions: {listed}{more}", highlight=False)
+    for notice in summary.get("notices", ()):
+        console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
     if summary["failed"] or summary["frames_lost"]:
         console.print(f"{summary['failed']} clips failed, {summary['frames_lost']} corrupt packets skipped")
 
@@ -209,6 +232,11 @@ def training_progress() -> Iterator[TrainingProgress]:
         yield TrainingProgress(progress)
 
 
+def print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
+
+
 def print_training_summary(result) -> None:
     if result.already_finished:
         status_console.print(
@@ -250,10 +278,43 @@ def print_evaluation(result: dict, as_json: bool = False) -> None:
         "difficulty-only baseline rho", "n/a (no difficulties)" if baseline is None else f"{baseline:.4f}"
     )
     console.print(table)
+    _print_per_action(result)
+    for notice in result.get("notices", ()):
+        console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
     console.print(f"checkpoint {result['checkpoint']} (epoch {result['epoch']})", highlight=False)
     console.print(f"predictions: {result['predictions']}", highlight=False)
     if result["plot"]:
         console.print(f"scatter plot: {result['plot']}", highlight=False)
+
+
+MAX_ACTION_ROWS = 12  # more actions (FineDiving's dive numbers) are listed by `--json` only
+
+
+def _print_per_action(result: dict) -> None:
+    """Rho per action and their Fisher-z average (stores with an `action` column)."""
+    per_action = result.get("per_action")
+    if not per_action:
+        return
+    if len(per_action) > MAX_ACTION_ROWS:
+        console.print(
+            f"rho averaged over {len(per_action)} actions with Fisher's z: {result['rho_fisher_z']:.4f} "
+            "(per action: `aqa eval --json`)",
+            highlight=False,
+        )
+        return
+    table = Table(title="per action")
+    for column in ("action", "videos", "Spearman rho", "R-l2 (x100)", "MAE"):
+        table.add_column(column, justify="left" if column == "action" else "right")
+    for action, entry in per_action.items():
+        table.add_row(
+            action,
+            str(entry["samples"]),
+            f"{entry['rho']:.4f}",
+            f"{entry['r_l2']:.4f}",
+            f"{entry['mae']:.3f}",
+        )
+    table.add_row("Fisher-z average", "", f"{result['rho_fisher_z']:.4f}", "", "", style="bold")
+    console.print(table)
 
 
 def print_scores(results: list[dict], as_json: bool) -> None:

@@ -14,9 +14,11 @@ from aqa_cli.checkpoints.io import find_checkpoint, load_checkpoint
 from aqa_cli.checkpoints.restore import load_head, trained_model_from
 from aqa_cli.data.splits import labelled_splits, split_rows
 from aqa_cli.evaluation.metrics import difficulty_baseline, metrics, score_span
+from aqa_cli.evaluation.per_action import per_action_metrics
 from aqa_cli.evaluation.plots import plot_scatter
 from aqa_cli.evaluation.predict import Predictions, predict, predict_features
 from aqa_cli.stores.feature_store import FeatureStore, is_feature_store
+from aqa_cli.stores.overlap import evaluation_notices
 from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import resolve_device
@@ -64,7 +66,9 @@ def evaluate_checkpoint(
             found, store_path, span = predict_heads(payload, store, split, device_name, batch_size)
         else:
             found, store_path, span = _predict_videos(payload, path, store, split, device_name, batch_size)
-        return report_predictions(found, path, int(payload.get("epoch", 0)), store_path, split, span)
+        result = report_predictions(found, path, int(payload.get("epoch", 0)), store_path, split, span)
+    result["notices"] = evaluation_notices(payload.get("store"), store_path, split)
+    return result
 
 
 def _predict_videos(
@@ -128,6 +132,11 @@ def report_predictions(
             "difficulty_baseline_rho": difficulty_baseline(found.difficulty[labelled], found.true[labelled]),
         }
     )
+    by_action = per_action_metrics(
+        store_path, found.ids[labelled], found.score[labelled], found.true[labelled]
+    )
+    if by_action:  # a store with an `action` column: rho per action and their Fisher-z average
+        result.update(by_action)
     stem = path.parent / f"predictions-{split}"
     title = f"{split}: rho {result['rho']:.4f}, R-l2 {result['r_l2']:.3f} ({result['samples']} videos)"
     write_predictions(

@@ -26,6 +26,7 @@ class PreprocessOptions:
     compression: str = DEFAULT_COMPRESSION  # video frames barely compress losslessly; see docs/FORMAT.md
     shard: str | None = None
     timeout: float | None = None  # default DEFAULT_TIMEOUT
+    action: str | None = None  # keep only this action's samples (AQA-7, FineDiving)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from aqa_cli.media.clips import ClipShape, Job, decode_job
 from aqa_cli.media.decoder import FRAME_SIZE
 from aqa_cli.media.fitting import FIT_RULES
 from aqa_cli.media.sources.base import Sample, SourceScan
+from aqa_cli.media.sources.datasets import resolve_dataset
 from aqa_cli.media.sources.folder import scan_folder
 from aqa_cli.media.sources.manifest import scan_manifest
 from aqa_cli.media.sources.mtl_aqa import find_mtl_aqa_root, scan_mtl_aqa
@@ -66,11 +67,23 @@ class PreprocessReport:
     frames_lost: int = 0
     seconds: float = 0.0
     damaged: list[str] = field(default_factory=list)  # ids of damaged samples of the earlier store
+    notices: list[str] = field(default_factory=list)  # the source's notices (e.g. dataset overlaps)
+    written: bool = True  # False when no sample could be stored, so no store was written
     in_store: int = 0  # samples in the store written
 
 
-def resolve_source(source: Path | None, frames: int, fit: str) -> tuple[SourceScan, str]:
+def resolve_source(
+    source: Path | None, frames: int, fit: str, action: str | None = None
+) -> tuple[SourceScan, str]:
     """Pick the adapter from what the user gave; return its scan and the default store name."""
+    found = resolve_dataset(source, frames, fit, action)
+    if found is not None:
+        return found
+    if action is not None:
+        raise AqaError(
+            f"--action {action} keeps one action of an AQA-7 or FineDiving source, and "
+            f"{source or DATA_DIR} is neither; drop --action"
+        )
     if source is None:
         root = find_mtl_aqa_root(DATA_DIR) if DATA_DIR.is_dir() else None
         if root is None:
@@ -119,7 +132,7 @@ def run_preprocess(
     if not timeout > 0:
         raise AqaError(f"--timeout must be a positive number of seconds (got {timeout:g})")
     shard_index, shard_count = _parse_shard(options.shard)
-    scan, default_name = resolve_source(source, frames, options.fit)
+    scan, default_name = resolve_source(source, frames, options.fit, options.action)
     if out is None:
         suffix = f".shard{shard_index}of{shard_count}" if shard_count > 1 else ""
         out = DATA_DIR / f"{default_name}{suffix}.h5"
@@ -127,7 +140,7 @@ def run_preprocess(
     shape = ClipShape(frames, *FRAME_SIZE)
     jobs = [job for n, job in enumerate(_group_jobs(scan.samples)) if n % shard_count == shard_index]
     positions = {sample.id: position for job in jobs for position, sample in job.samples}
-    report = PreprocessReport(out=out)
+    report = PreprocessReport(out=out, notices=list(scan.notices))
     started = time.perf_counter()
     workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
     # The workers start importing now, while the earlier store and partial work are checked.
@@ -147,12 +160,17 @@ def run_preprocess(
             elif sample_id in earlier:
                 rows.append((sample_id, out, earlier[sample_id]))
                 report.kept += 1
-        attributes = StoreAttributes(scan.kind, scan.description, failed, options.shard or "")
-        assemble_store(out, config, attributes, rows)
+        if rows:  # with no sample to store there is no store to write (HDF5 refuses a 0-row chunked one)
+            attributes = StoreAttributes(scan.kind, scan.description, failed, options.shard or "")
+            assemble_store(out, config, attributes, rows)
         partial.remove()
     report.failed = failed
+    report.written = bool(rows)
     report.seconds = time.perf_counter() - started
     report.in_store = len(rows)
+    if not rows and not failed:
+        shard = f" in shard {options.shard}" if shard_count > 1 else ""
+        raise AqaError(f"no samples to store{shard} from {scan.description}: no store written at {out}")
     return report
 
 
@@ -306,4 +324,14 @@ def _stored_sample(
         frames_lost=meta["frames_lost"],
         index=position,
         extra=sample.extra,
+        action=sample.action,
+        frame_labels=_stored_labels(sample, indices),
     )
+
+
+def _stored_labels(sample: Sample, indices: np.ndarray) -> np.ndarray | None:
+    """The sample's label of each stored frame (`Sample.frame_labels` starts at frame `first`)."""
+    if sample.frame_labels is None:
+        return None
+    labels = np.asarray(sample.frame_labels, dtype=np.int32)
+    return labels[np.asarray(indices, dtype=np.int64) - (sample.first or 0)]

@@ -13,6 +13,9 @@ import numpy as np
 from aqa_cli.stores.video_store import (
     CHECKSUMS,
     COLUMNS,
+    FRAME_LABELS,
+    NO_LABEL,
+    OPTIONAL_COLUMNS,
     TEXT,
     StoreAttributes,
     VideoStore,
@@ -82,7 +85,18 @@ def merge_stores(shards: Iterable[Path], out: Path) -> None:
                 data=np.stack([stores[k].file["samples/frame_index"][row] for _, k, row in rows]),
             )
             with_checksums = all(s.has_checksums for s in stores)
-            copied = {**COLUMNS, **dict.fromkeys(CHECKSUMS, TEXT)} if with_checksums else COLUMNS
+            copied = {**COLUMNS, **OPTIONAL_COLUMNS}
+            if with_checksums:
+                copied.update(dict.fromkeys(CHECKSUMS, TEXT))
+            shard_labels = [s.frame_labels() for s in stores]
+            if any(labels is not None for labels in shard_labels):
+                blank = np.full(config.frames, NO_LABEL, dtype=np.int32)
+                dst.create_dataset(
+                    f"samples/{FRAME_LABELS}",
+                    data=np.stack(
+                        [blank if shard_labels[k] is None else shard_labels[k][row] for _, k, row in rows]
+                    ),
+                )
             for name, dtype in copied.items():
                 values = [stores[k].column(name)[row] for _, k, row in rows]
                 dst.create_dataset(

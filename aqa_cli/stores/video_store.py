@@ -59,6 +59,15 @@ COLUMNS: dict[str, object] = {
 FRAMES_SHA256 = "frames_sha256"  # of the frame bytes
 META_SHA256 = "meta_sha256"  # of frame_index and every column above
 CHECKSUMS = (FRAMES_SHA256, META_SHA256)
+# Per-sample columns added after the first version-1 stores, with the value that stands for "unknown":
+# stores written before them lack them and read as that value, and a sample whose value is the default
+# adds nothing to meta_sha256, so those stores verify unchanged (and a resumed run copies their rows).
+OPTIONAL_COLUMNS: dict[str, object] = {"action": TEXT}  # AQA-7's action class, FineDiving's dive number
+OPTIONAL_DEFAULTS = {"action": ""}
+# (N, T) int32: a label per stored frame (FineDiving's sub-action ids), -1 where unknown; the dataset is
+# written only when some sample has labels, and a sample's labels count in meta_sha256 only when it has any.
+FRAME_LABELS = "frame_labels"
+NO_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -112,9 +121,12 @@ class StoredSample:
     frames_lost: int
     index: int
     extra: dict = field(default_factory=dict)
+    action: str = ""
+    frame_labels: np.ndarray | None = None  # (T,) int32 per stored frame, NO_LABEL where unknown
 
     def columns(self) -> dict:
-        row = {name: getattr(self, name) for name in COLUMNS}
+        """Every column and optional column, as written (`frame_labels` is a dataset of its own)."""
+        row = {name: getattr(self, name) for name in (*COLUMNS, *OPTIONAL_COLUMNS)}
         row["extra"] = json.dumps(self.extra, sort_keys=True)
         return row
 
@@ -127,15 +139,24 @@ def frames_checksum(frames: np.ndarray) -> str:
 def metadata_checksum(frame_index: np.ndarray, columns: dict) -> str:
     """sha256 of a sample's frame_index (int64 little endian), then each column in `COLUMNS` order (text
     as UTF-8, numbers as their little-endian dtype), each preceded by its byte length (8 bytes, little
-    endian)."""
+    endian); then each optional column whose value is not its default, as its name and its value the same
+    way, and `frame_labels` (int32 little endian) when the sample has a label."""
     digest = hashlib.sha256(np.ascontiguousarray(frame_index, dtype="<i8").tobytes())
-    for name, dtype in COLUMNS.items():
-        value = columns[name]
-        if dtype is TEXT:
-            data = value if isinstance(value, bytes) else str(value).encode()
-        else:
-            data = np.asarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+    def add(data: bytes) -> None:
         digest.update(len(data).to_bytes(8, "little") + data)
+
+    for name, dtype in COLUMNS.items():
+        add(_column_bytes(columns[name], dtype))
+    for name, dtype in OPTIONAL_COLUMNS.items():
+        value = columns.get(name, OPTIONAL_DEFAULTS[name])
+        if (value.decode() if isinstance(value, bytes) else value) != OPTIONAL_DEFAULTS[name]:
+            add(name.encode())
+            add(_column_bytes(value, dtype))
+    labels = columns.get(FRAME_LABELS)
+    if labels is not None and np.any(np.asarray(labels) != NO_LABEL):
+        add(FRAME_LABELS.encode())
+        add(np.ascontiguousarray(labels, dtype="<i4").tobytes())
     return digest.hexdigest()
 
 
@@ -150,6 +171,16 @@ def labels_sha256(
             np.asarray(list(values) if not isinstance(values, np.ndarray) else values).astype(str).tobytes()
         )
     return digest.hexdigest()
+
+
+def _column_bytes(value: object, dtype: object) -> bytes:
+    if dtype is TEXT:
+        return value if isinstance(value, bytes) else str(value).encode()
+    return np.asarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def _has_labels(labels: np.ndarray | None) -> bool:
+    return labels is not None and bool(np.any(np.asarray(labels) != NO_LABEL))
 
 
 def sample_checksums(frames: np.ndarray, frame_index: np.ndarray, columns: dict) -> dict[str, str]:
@@ -198,9 +229,12 @@ class SamplePartial:
                 "frames", data=sample.frames, chunks=sample.frames.shape, **self.config.filters()
             )
             f.create_dataset("frame_index", data=sample.frame_index)
+            if _has_labels(sample.frame_labels):
+                f.create_dataset(FRAME_LABELS, data=np.asarray(sample.frame_labels, dtype=np.int32))
             for name, value in columns.items():
                 f.attrs[name] = value
-            f.attrs.update(sample_checksums(sample.frames, sample.frame_index, columns))
+            hashed = {**columns, FRAME_LABELS: sample.frame_labels}
+            f.attrs.update(sample_checksums(sample.frames, sample.frame_index, hashed))
         self.work.write(_segment_name(sample.id), image.getvalue())
 
     def path_of(self, sample_id: str) -> Path:
@@ -215,6 +249,8 @@ def _intact_sample_file(path: Path) -> str | None:
     try:
         with h5py.File(path, "r") as f:
             columns = {name: f.attrs[name] for name in COLUMNS}
+            columns.update({name: f.attrs.get(name, default) for name, default in OPTIONAL_DEFAULTS.items()})
+            columns[FRAME_LABELS] = f[FRAME_LABELS][()] if FRAME_LABELS in f else None
             actual = sample_checksums(f["frames"][()], f["frame_index"][()], columns)
             return str(columns["id"]) if actual == {name: f.attrs.get(name) for name in CHECKSUMS} else None
     except Exception:  # noqa: BLE001 - h5py raises many types on damaged files; any of them means redo it
@@ -265,25 +301,35 @@ def assemble_store(
             **config.filters(),
         )
         frame_index = dst.create_dataset("samples/frame_index", shape=(n, config.frames), dtype=np.int64)
-        all_columns = {**COLUMNS, **dict.fromkeys(CHECKSUMS, TEXT)}
+        all_columns = {**COLUMNS, **OPTIONAL_COLUMNS, **dict.fromkeys(CHECKSUMS, TEXT)}
         columns = {name: [] for name in all_columns}
+        labels = np.full((n, config.frames), NO_LABEL, dtype=np.int32)
         for position, (_, path, row) in enumerate(rows):
             with h5py.File(path, "r") as src:
                 if row < 0:
                     filter_mask, chunk = src["frames"].id.read_direct_chunk((0, 0, 0, 0))
                     frame_index[position] = src["frame_index"][()]
-                    values = {name: src.attrs[name] for name in all_columns}
+                    values = {name: src.attrs.get(name, OPTIONAL_DEFAULTS.get(name)) for name in all_columns}
+                    if FRAME_LABELS in src:
+                        labels[position] = src[FRAME_LABELS][()]
                 else:
                     filter_mask, chunk = src["frames"].id.read_direct_chunk((row, 0, 0, 0, 0))
                     frame_index[position] = src["samples/frame_index"][row]
                     values = {name: src["samples"][name][row] for name in COLUMNS}
+                    for name, default in OPTIONAL_DEFAULTS.items():
+                        values[name] = src["samples"][name][row] if name in src["samples"] else default
+                    if FRAME_LABELS in src["samples"]:
+                        labels[position] = src["samples"][FRAME_LABELS][row]
                     if FRAMES_SHA256 in src["samples"]:
                         values.update({name: src["samples"][name][row] for name in CHECKSUMS})
                     else:
-                        values.update(sample_checksums(src["frames"][row], frame_index[position], values))
+                        hashed = {**values, FRAME_LABELS: labels[position]}
+                        values.update(sample_checksums(src["frames"][row], frame_index[position], hashed))
             frames.id.write_direct_chunk((position, 0, 0, 0, 0), chunk, filter_mask)
             for name, value in values.items():
                 columns[name].append(value.decode() if isinstance(value, bytes) else value)
+        if _has_labels(labels):
+            dst.create_dataset(f"samples/{FRAME_LABELS}", data=labels)
         for name, dtype in all_columns.items():
             dst.create_dataset(
                 f"samples/{name}",
@@ -419,11 +465,23 @@ class VideoStore:
         )
 
     def column(self, name: str) -> np.ndarray:
+        """One per-sample column; an optional column that the store lacks (written before it existed)
+        reads as its default for every sample."""
         try:
+            if name in OPTIONAL_COLUMNS and name not in self.file["samples"]:
+                return np.full(len(self), OPTIONAL_DEFAULTS[name], dtype=object)
             data = self.file["samples"][name]
             return data.asstr()[()] if data.dtype.kind == "O" else data[()]
         except Exception as exc:  # noqa: BLE001 - h5py raises many types on damaged metadata
             raise self._damaged(f"its column samples/{name}", exc) from None
+
+    def frame_labels(self) -> np.ndarray | None:
+        """(N, T) int32 labels per stored frame (NO_LABEL where unknown), or None if no sample has any."""
+        try:
+            samples = self.file["samples"]
+            return samples[FRAME_LABELS][()] if FRAME_LABELS in samples else None
+        except Exception as exc:  # noqa: BLE001 - h5py raises many types on damaged metadata
+            raise self._damaged(f"its column samples/{FRAME_LABELS}", exc) from None
 
     @property
     def has_checksums(self) -> bool:
@@ -437,7 +495,10 @@ class VideoStore:
         """Rows whose frame_index and columns do not match their meta_sha256, with the problem."""
         if not self.has_checksums:
             return {}
-        columns = {name: self.column(name) for name in COLUMNS}
+        columns = {name: self.column(name) for name in (*COLUMNS, *OPTIONAL_COLUMNS)}
+        labels = self.frame_labels()
+        if labels is not None:
+            columns[FRAME_LABELS] = labels
         frame_index, recorded = self.column("frame_index"), self.column(META_SHA256)
         if any(len(column) != len(self) for column in (*columns.values(), frame_index, recorded)):
             raise self._damaged("its columns", ValueError("they differ in length"))
@@ -561,6 +622,8 @@ def summarize(path: str | Path) -> dict:
                 "score": _range(scores[mask]),
                 "difficulty": _range(difficulty[mask]),
             }
+        actions = store.column("action") if len(store) else np.array([], dtype=object)
+        per_action = {str(a): int((actions == a).sum()) for a in sorted(set(actions.tolist())) if a}
         config = store.config
         return {
             "path": str(store.path),
@@ -571,6 +634,7 @@ def summarize(path: str | Path) -> dict:
             "samples": len(store),
             "splits": per_split,
             "all": {"score": _range(scores), "difficulty": _range(difficulty)},
+            "actions": per_action,  # samples per action (stores with an `action` column)
             "frames_per_sample": config.frames,
             "frame_size": [config.width, config.height],
             "fit": config.fit,

@@ -2,8 +2,10 @@
 
 A pickle can call any importable function while it loads (`os.system`, `builtins.eval`, ...). The
 MTL-AQA annotation files need none: they are dicts, lists and tuples of numbers and strings, and the
-optional third-party files add numpy arrays. `load_pickle` admits exactly those globals, by name,
-and refuses everything else before it is imported or called.
+optional third-party files and FineDiving's annotations add numpy arrays and scalars. `load_pickle`
+admits exactly those globals, by name, and refuses everything else before it is imported or called;
+`numpy_names` narrows the numpy ones to the few a given file needs (FineDiving's coarse file: `scalar`
+and `dtype` only).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import collections
 import importlib
 import pickle
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +60,38 @@ def _numpy_global(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _numpy_1(module: str, name: str) -> tuple[str, str]:
+    """A numpy global in its numpy 1 spelling (`numpy._core.x` is `numpy.core.x`)."""
+    return re.sub(r"^numpy\._core(?=\.)", "numpy.core", module), name
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler whose `find_class` resolves only allow-listed data types, never arbitrary code."""
 
-    def __init__(self, file: Any, path: Path, allow_numpy: bool = False) -> None:
+    def __init__(
+        self,
+        file: Any,
+        path: Path,
+        allow_numpy: bool = False,
+        numpy_names: Collection[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(file)
         self._path = path
         self._allow_numpy = allow_numpy
+        self._numpy_names = None if numpy_names is None else {_numpy_1(*pair) for pair in numpy_names}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[module, name]
         if (module, name) in _NUMPY_GLOBALS:
-            if self._allow_numpy:
+            named = self._numpy_names is None or _numpy_1(module, name) in self._numpy_names
+            if self._allow_numpy and named:
                 return _numpy_global(module, name)
+            if self._allow_numpy:
+                raise AqaError(
+                    f"refusing to load {self._path}: it references {module}.{name}, which this kind of file "
+                    "never needs; use the annotation files of the official release"
+                )
             raise AqaError(
                 f"refusing to load {self._path}: it holds numpy data ({module}.{name}), which this kind of "
                 "file never does; use the annotation files of the official release"
@@ -81,8 +102,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def load_pickle(path: Path | str, allow_numpy: bool = False) -> Any:
-    """Unpickle `path` admitting only builtin data (and numpy arrays/scalars with `allow_numpy`).
+def load_pickle(
+    path: Path | str, allow_numpy: bool = False, numpy_names: Collection[tuple[str, str]] | None = None
+) -> Any:
+    """Unpickle `path` admitting only builtin data (and numpy arrays/scalars with `allow_numpy`: all of
+    them, or only the `(module, name)` pairs in `numpy_names`, in either numpy spelling).
 
     Every failure is an `AqaError` naming the file: missing, unreadable, not a pickle, truncated, or
     referencing anything outside the allow-list.
@@ -90,7 +114,7 @@ def load_pickle(path: Path | str, allow_numpy: bool = False) -> Any:
     path = Path(path)
     try:
         with path.open("rb") as file:
-            return RestrictedUnpickler(file, path, allow_numpy).load()
+            return RestrictedUnpickler(file, path, allow_numpy, numpy_names).load()
     except AqaError:
         raise
     except FileNotFoundError:

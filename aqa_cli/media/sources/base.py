@@ -35,6 +35,10 @@ class Sample:
     split: str = "unlabeled"
     fit: str | None = None
     extra: dict = field(default_factory=dict)
+    action: str = ""  # the store's `action` column: AQA-7's action, FineDiving's dive number ("": unknown)
+    # A label per source frame first ... last-1 (FineDiving's sub-action ids), or None: the store keeps
+    # the labels of the frames it stores (`frame_labels`).
+    frame_labels: list[int] | None = None
 
 
 @dataclass
@@ -45,3 +49,4 @@ class SourceScan:
     description: str  # one line for the store's attributes and the report, e.g. "MTL-AQA at /data/mtl"
     samples: list[Sample]
     problems: list[tuple[str, str]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # one line each, printed by preprocess (e.g. overlaps)
