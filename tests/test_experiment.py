@@ -20,7 +20,7 @@ TRAIN = ["--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--val-fraction",
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from test_features import synthetic_store
+    from tests.test_features import synthetic_store
 
     return synthetic_store(tmp_path_factory.mktemp("grid"), videos=12, seed=3)
 
@@ -82,9 +82,8 @@ def test_a_tiny_grid_gives_the_table_and_reports_a_failed_cell(store: Path, tmp_
 
 
 def test_imported_features_grid_over_targets_aggregations_and_seeds(tmp_path: Path) -> None:
-    from test_features import write_layout
-
     from aqa_cli.pipelines.import_features import import_features
+    from tests.test_features import write_layout
 
     (tmp_path / "feats").mkdir()
     write_layout(tmp_path)
