@@ -1,3 +1,3 @@
 """aqa: action quality assessment from video (ResNets + Weight-Decider)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

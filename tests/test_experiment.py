@@ -82,9 +82,8 @@ def test_a_tiny_grid_gives_the_table_and_reports_a_failed_cell(store: Path, tmp_
 
 
 def test_imported_features_grid_over_targets_aggregations_and_seeds(tmp_path: Path) -> None:
-    from tests.test_features import write_layout
-
     from aqa_cli.pipelines.import_features import import_features
+    from tests.test_features import write_layout
 
     (tmp_path / "feats").mkdir()
     write_layout(tmp_path)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
-from tests.test_store_optional_columns import sample, write_store
 
 from aqa_cli.cli.output import print_evaluation
 from aqa_cli.evaluation.evaluate import Predictions, report_predictions
 from aqa_cli.evaluation.per_action import fisher_z_mean
+from tests.test_store_optional_columns import sample, write_store
 
 ACTIONS = ["diving"] * 4 + ["gym_vault"] * 4 + ["ski_big_air"] * 3
 

@@ -60,6 +60,18 @@ def small_store(tmp_path_factory) -> Path:
     return root / "small.h5"
 
 
+@pytest.fixture(scope="module")
+def trained_run(small_store: Path, tmp_path_factory) -> Path:
+    """A finished 2-epoch run with validation and test curves, shared by the tests that only read it (or
+    a copy of it)."""
+    from tests.helpers import run_aqa
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    args = ["--store", small_store, "--out", run, "--epochs", "2", "--val-fraction", "0.25", *TINY]
+    run_aqa("train", *args, check=0)
+    return run
+
+
 def same_weights(a: Path, b: Path) -> None:
     first, second = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
     assert first.keys() == second.keys()
@@ -72,21 +84,8 @@ def metrics_without_time(run: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
-def test_training_writes_a_self_describing_run(small_store: Path, tmp_path: Path, aqa) -> None:
-    run = tmp_path / "run"
-    aqa(
-        "train",
-        "--store",
-        small_store,
-        "--out",
-        run,
-        "--epochs",
-        "2",
-        "--val-fraction",
-        "0.25",
-        *TINY,
-        check=0,
-    )
+def test_training_writes_a_self_describing_run(trained_run: Path, tmp_path: Path, aqa) -> None:
+    run = trained_run
     assert {p.name for p in run.iterdir()} >= {
         "config.toml",
         "last.pt",
@@ -101,7 +100,7 @@ def test_training_writes_a_self_describing_run(small_store: Path, tmp_path: Path
     payload = load_checkpoint(run / "last.pt")
     assert payload["model_config"]["depth"] == 10
     assert payload["model_config"]["normalization"]["name"] == "hara"
-    assert payload["window"] == {"frames": 16, "jitter": 6, "crop": 64, "flip": True}
+    assert payload["window"] == {"frames": 16, "jitter": 6, "crop": 64, "flip": True, "crop_mode": "centre"}
     assert payload["store"]["frames"] == 24 and len(payload["store"]["labels_sha256"]) == 64
     assert payload["epoch"] == 2 and "optimizer" in payload and "rng" in payload
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -159,9 +158,9 @@ def test_resume_after_kill_9_ends_like_an_uninterrupted_run(
     assert metrics_without_time(reference) == metrics_without_time(killed)
 
 
-def test_eval_is_deterministic_and_writes_predictions(small_store: Path, tmp_path: Path, aqa) -> None:
+def test_eval_is_deterministic_and_writes_predictions(trained_run: Path, tmp_path: Path, aqa) -> None:
     run = tmp_path / "runs" / "tiny"
-    aqa("train", "--store", small_store, "--out", run, "--epochs", "1", "--no-test-curve", *TINY, check=0)
+    shutil.copytree(trained_run, run)
     first = json.loads(aqa("eval", "--json", cwd=tmp_path, check=0).stdout)  # the latest run under runs/
     second = json.loads(aqa("eval", "--run", run, "--json", check=0).stdout)
     for key in ("rho", "r_l2", "mae", "difficulty_baseline_rho", "samples"):
@@ -314,10 +313,10 @@ def test_persistent_loader_workers_draw_each_epochs_own_windows(small_store: Pat
 
 
 def test_resuming_from_a_damaged_checkpoint_says_how_to_start_over(
-    small_store: Path, tmp_path: Path, aqa
+    trained_run: Path, tmp_path: Path, aqa
 ) -> None:
     run = tmp_path / "run"
-    aqa("train", "--store", small_store, "--out", run, "--epochs", "2", "--no-test-curve", *TINY, check=0)
+    shutil.copytree(trained_run, run)
     payload = torch.load(run / "last.pt", weights_only=True)
     name = next(iter(payload["model"]))
     payload["model"][name] = payload["model"][name] + 1  # as if bits changed on disk; checksums kept

@@ -46,11 +46,18 @@ def sample_progress(label: str, total: int | None = None) -> Iterator[Callable[.
         transient=False,
     )
     task = progress.add_task(label, total=total, rate="-", last="")
+    started = []  # stopping a bar that never started would still print its empty line
+
+    def start() -> None:
+        if not started:
+            progress.start()
+            started.append(True)
+
     if total is not None:
-        progress.start()
+        start()
 
     def advance(sample_id: str, count: int = 1, total: int | None = None) -> None:
-        progress.start()
+        start()
         progress.update(task, advance=count, **({"total": total} if total is not None else {}))
         elapsed = progress.tasks[task].elapsed or 0.0
         done = progress.tasks[task].completed
@@ -59,7 +66,8 @@ def sample_progress(label: str, total: int | None = None) -> Iterator[Callable[.
     try:
         yield advance
     finally:
-        progress.stop()
+        if started:
+            progress.stop()
 
 
 def print_preprocess_report(report) -> None:

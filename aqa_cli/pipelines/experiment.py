@@ -44,7 +44,7 @@ from aqa_cli.training.config import TrainConfig, read_toml, resolve_config
 from aqa_cli.training.dispatch import train
 from aqa_cli.training.loop import check_optimisation
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.safe_output import atomic_write, writer_lock
+from aqa_cli.util.safe_output import OutputError, atomic_write, writer_lock
 
 RIDGE = "ridge"
 
@@ -137,7 +137,7 @@ def _run_grid(grid: ExperimentGrid, out: Path, reporter: ExperimentReporter | No
                         result.rho, result.r_l2 = found["rho"], found["r_l2"]
                     else:
                         _train_heads(grid, features, cell.target, agg, seed, out, result)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, OutputError):  # a full or read-only disk fails every run: stop
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed run is reported and the grid goes on
                 message = str(exc) if isinstance(exc, AqaError) else f"{type(exc).__name__}: {exc}"
@@ -197,6 +197,8 @@ def _features_of(
             Path(options.out).parent.mkdir(parents=True, exist_ok=True)
             with reporter.extraction(cell.name) if reporter else nullcontext(None) as progress:
                 done[key] = str(extract_features(options, progress).out)
+        except OutputError:
+            raise
         except AqaError as exc:
             done[key] = exc
     if isinstance(done[key], Exception):

@@ -35,6 +35,11 @@ def merge_stores(shards: Iterable[Path], out: Path) -> None:
     shards = [Path(s) for s in shards]
     if not shards:
         raise AqaError("give at least one shard store to merge")
+    with store_lock(out):  # from the first read to the rename: one merge of `out` at a time
+        _merge(shards, out)
+
+
+def _merge(shards: list[Path], out: Path) -> None:
     stores = [VideoStore(s) for s in shards]
     try:
         configs = {s.config for s in stores}
@@ -64,7 +69,6 @@ def merge_stores(shards: Iterable[Path], out: Path) -> None:
                 row
             ]
         with (
-            store_lock(out),
             atomic_output(out) as temp,
             h5py.File(temp, "w", libver=("v110", "latest")) as dst,
         ):

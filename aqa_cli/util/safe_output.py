@@ -25,12 +25,17 @@ from aqa_cli.util.errors import AqaError
 DEFAULT_REMEDY = "choose a writable --out"
 
 
+class OutputError(AqaError):
+    """The output location refuses writes (full, read-only, no permission): every later write would fail
+    too, so a job of many runs stops instead of recording each run as failed."""
+
+
 def write_error(exc: OSError, where: Path, remedy: str = DEFAULT_REMEDY) -> AqaError:
     """The one-line error for an OSError while writing `where`."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return AqaError(f"disk full while writing {where}: free some space and rerun to resume")
+        return OutputError(f"disk full while writing {where}: free some space and rerun to resume")
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return AqaError(f"cannot write {where}: {exc.strerror}; {remedy}")
+        return OutputError(f"cannot write {where}: {exc.strerror}; {remedy}")
     return AqaError(f"cannot write {where}: {exc}")
 
 

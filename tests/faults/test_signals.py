@@ -23,6 +23,7 @@ from tests.faults.injection import (
 from tests.faults.stages import Stage
 
 STAGES = ["preprocess", "train", "eval", "score", "extract", "merge", "experiment"]
+CTRL_C_STAGES = [name for name in STAGES if name != "merge"]  # merge ends within 0.1 s of its start-up
 STARTUP = 0.5  # Ctrl-C before Python has imported the command line prints Python's own traceback
 
 
@@ -85,7 +86,7 @@ def test_kill_9_at_random_moments_then_rerun(stages: dict[str, Stage], name: str
     signal_until(stages[name], signal.SIGKILL, count, 0.0, tmp_path)
 
 
-@pytest.mark.parametrize("name", STAGES)
+@pytest.mark.parametrize("name", CTRL_C_STAGES)
 def test_ctrl_c_at_random_moments_then_rerun(stages: dict[str, Stage], name: str, tmp_path: Path) -> None:
     count = fault_count(int(name == "preprocess"), 5)
     stages[name].reference  # noqa: B018
