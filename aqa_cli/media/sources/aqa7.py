@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aqa_cli.media.sources.base import IMAGES_SORTED, Sample, SourceScan
+from aqa_cli.media.sources.base import IMAGES_SORTED, Sample, SourceScan, walk_folders
 from aqa_cli.util.errors import AqaError
 
 KIND = "aqa-7"
@@ -72,33 +72,21 @@ def _walk(root: Path, lists_only: bool = False) -> _Tree:
     image, and never descends into a class folder (its sample folders are looked up by name)."""
     tree = _Tree()
     names = {name for pair in LIST_NAMES.values() for name in pair}
-    pending, visited = [(root, 0)], set()
-    while pending:
-        folder, depth = pending.pop()
-        real = os.path.realpath(folder)
-        if real in visited:
-            continue
-        visited.add(real)
-        subfolders = []
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                        subfolders = []
-                        break  # a frame folder
-                    if entry.name in names and entry.is_file():
-                        tree.lists.setdefault(entry.name, []).append(Path(entry.path))
-                    elif entry.is_dir():
-                        action = _class_folder(entry.name)
-                        if action and not lists_only:
-                            tree.classes.setdefault(action, []).append((depth, entry.path))
-                        elif not action:
-                            subfolders.append((Path(entry.path), depth + 1))
-        except OSError:
-            continue
-        pending.extend(subfolders)
+    for depth, entries, descend in walk_folders(root):
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                descend.clear()
+                break  # a frame folder
+            if entry.name in names and entry.is_file():
+                tree.lists.setdefault(entry.name, []).append(Path(entry.path))
+            elif entry.is_dir():
+                action = _class_folder(entry.name)
+                if action and not lists_only:
+                    tree.classes.setdefault(action, []).append((depth, entry.path))
+                elif not action:
+                    descend.append(entry.path)
     return tree
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SPLITS = ("train", "val", "test", "unlabeled")
 
@@ -50,3 +53,37 @@ class SourceScan:
     samples: list[Sample]
     problems: list[tuple[str, str]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # one line each, printed by preprocess (e.g. overlaps)
+
+
+def walk_folders(root: Path | str) -> Iterator[tuple[int, Iterator[os.DirEntry], list[str]]]:
+    """Every folder the caller descends into below `root` (itself first), each once (a linked folder is
+    followed once): yields (depth, its entries, descend), and the caller appends to `descend` the paths
+    of the subfolders to visit. Unreadable folders are skipped; a caller that reads only the first
+    entries of a huge frame folder never lists it in full."""
+    pending, visited = [(str(root), 0)], set()
+    while pending:
+        folder, depth = pending.pop()
+        real = os.path.realpath(folder)
+        if real in visited:
+            continue
+        visited.add(real)
+        try:
+            scanned = os.scandir(folder)
+        except OSError:
+            continue  # an unreadable folder holds nothing we can use
+        descend: list[str] = []
+        with scanned as entries:
+            yield depth, entries, descend
+        pending.extend((path, depth + 1) for path in descend)
+
+
+def official_split(
+    key: object, splits: dict[str, set], files: dict[str, str], folder: Path
+) -> tuple[str, str]:
+    """(split, "") for a sample listed in exactly one of the official split files, else ("", why): the
+    official split is the one every paper uses, so a sample listed in none or several is not stored."""
+    listed_in = [name for name, keys in splits.items() if key in keys]
+    if len(listed_in) == 1:
+        return listed_in[0], ""
+    named = [files[name] for name in listed_in] or [f"neither {' nor '.join(files.values())}"]
+    return "", f"it is listed in {' and '.join(named)} in {folder}, so its split is unknown"

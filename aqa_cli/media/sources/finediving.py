@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from aqa_cli.media.sources.base import IMAGES_SORTED, VIDEO, Sample, SourceScan
+from aqa_cli.media.sources.base import IMAGES_SORTED, VIDEO, Sample, SourceScan, official_split, walk_folders
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.safe_pickle import load_pickle
 
@@ -101,70 +101,46 @@ def _walk(root: Path) -> _Tree:
     image (an untrimmed video's frame folder holds up to ~290,000), and it is not descended into.
     Candidates are chosen by depth, then path, so the order of listing does not matter."""
     tree = _Tree()
-    pending = [(root, 0)]
-    visited: set[str] = set()
-    while pending:
-        folder, depth = pending.pop()
-        real = os.path.realpath(folder)
-        if real in visited:
-            continue
-        visited.add(real)
+    for depth, entries, descend in walk_folders(root):
         found = _Tree()
-        subfolders = []
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    stem, extension = os.path.splitext(entry.name)
-                    if extension.lower() in IMAGE_EXTENSIONS:
-                        found, subfolders = _Tree(), []
-                        break  # a frame folder
-                    if entry.is_dir():
-                        found.folders.setdefault(entry.name, []).append((depth, entry.path))
-                        subfolders.append((Path(entry.path), depth + 1))
-                    elif entry.name == COARSE_FILE:
-                        found.annotations.append(Path(entry.path))
-                    elif entry.name == "final_annotations_dict.pkl":
-                        found.mtl_aqa_annotations.append(Path(entry.path))
-                    elif extension.lower() in VIDEO_EXTENSIONS:
-                        found.videos.setdefault(stem, []).append((depth, entry.path))
-        except OSError:
-            continue  # an unreadable folder holds nothing we can use
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            stem, extension = os.path.splitext(entry.name)
+            if extension.lower() in IMAGE_EXTENSIONS:
+                found = _Tree()
+                descend.clear()
+                break  # a frame folder
+            if entry.is_dir():
+                found.folders.setdefault(entry.name, []).append((depth, entry.path))
+                descend.append(entry.path)
+            elif entry.name == COARSE_FILE:
+                found.annotations.append(Path(entry.path))
+            elif entry.name == "final_annotations_dict.pkl":
+                found.mtl_aqa_annotations.append(Path(entry.path))
+            elif extension.lower() in VIDEO_EXTENSIONS:
+                found.videos.setdefault(stem, []).append((depth, entry.path))
         tree.annotations += found.annotations
         tree.mtl_aqa_annotations += found.mtl_aqa_annotations
         for name, candidates in found.folders.items():
             tree.folders.setdefault(name, []).extend(candidates)
         for name, candidates in found.videos.items():
             tree.videos.setdefault(name, []).extend(candidates)
-        pending.extend(subfolders)
     return tree
 
 
 def _has_coarse_file(root: Path) -> bool:
     """Whether FineDiving's coarse annotation file lies under `root`: a cheap walk that never lists a
     frame folder beyond its first image."""
-    pending, visited = [root], set()
-    while pending:
-        folder = pending.pop()
-        real = os.path.realpath(folder)
-        if real in visited:
-            continue
-        visited.add(real)
-        subfolders = []
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name == COARSE_FILE:
-                        return True
-                    if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                        subfolders = []
-                        break
-                    if not entry.name.startswith(".") and entry.is_dir():
-                        subfolders.append(entry.path)
-        except OSError:
-            continue
-        pending.extend(subfolders)
+    for _, entries, descend in walk_folders(root):
+        for entry in entries:
+            if entry.name == COARSE_FILE:
+                return True
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                descend.clear()
+                break
+            if not entry.name.startswith(".") and entry.is_dir():
+                descend.append(entry.path)
     return False
 
 
@@ -367,12 +343,9 @@ class _Scan:
         return f"no frames for it under {self.root} (looked for {LOOKED_FOR})"
 
     def dive(self, key: tuple[str, int], record: Any) -> Sample | str:
-        listed_in = [name for name, keys in self.splits.items() if key in keys]
-        if len(listed_in) != 1:
-            files = [SPLIT_FILES[name] for name in listed_in] or [
-                f"neither {' nor '.join(SPLIT_FILES.values())}"
-            ]
-            return f"it is listed in {' and '.join(files)} in {self.folder}, so its split is unknown"
+        split, problem = official_split(key, self.splits, SPLIT_FILES, self.folder)
+        if problem:
+            return problem
         problem = _record_problem(record)
         if problem:
             return problem
@@ -420,7 +393,7 @@ class _Scan:
             last=source.last,
             score=float(record["dive_score"]),
             difficulty=float(record["difficulty"]),
-            split=listed_in[0],
+            split=split,
             fit=self.fit,
             extra=extra,
             action=record["action_type"],

@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aqa_cli.media.sources.base import IMAGES_NUMBERED, IMAGES_SORTED, VIDEO, Sample, SourceScan
+from aqa_cli.media.sources.base import (
+    IMAGES_NUMBERED,
+    IMAGES_SORTED,
+    VIDEO,
+    Sample,
+    SourceScan,
+    official_split,
+    walk_folders,
+)
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.safe_pickle import load_pickle
 
@@ -140,19 +148,7 @@ def _walk(root: Path) -> _Tree:
     Hidden folders are skipped; linked folders are followed once each.
     """
     tree = _Tree()
-    pending = [(root, 0)]
-    visited: set[str] = set()
-    while pending:
-        folder, depth = pending.pop()
-        real = os.path.realpath(folder)
-        if real in visited:
-            continue
-        visited.add(real)
-        try:
-            with os.scandir(folder) as scanned:
-                entries = list(scanned)
-        except OSError:
-            continue  # an unreadable folder holds nothing we can use
+    for depth, entries, descend in walk_folders(root):
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -162,7 +158,7 @@ def _walk(root: Path) -> _Tree:
                     key, layout = frame_folder
                     tree.add(key, _Candidate(layout, depth, entry.path))
                 else:
-                    pending.append((Path(entry.path), depth + 1))
+                    descend.append(entry.path)
             elif entry.name == ANNOTATIONS_FILE:
                 tree.annotation_files.append(Path(entry.path))
             else:
@@ -288,12 +284,9 @@ class _Scan:
 
     def dive(self, key: tuple[int, int], record: dict) -> Sample | str:
         """The dive's sample, or why it cannot be stored."""
-        listed_in = [name for name, keys in self.splits.items() if key in keys]
-        if len(listed_in) != 1:
-            files = [SPLIT_FILES[name] for name in listed_in] or [
-                f"neither {' nor '.join(SPLIT_FILES.values())}"
-            ]
-            return f"it is listed in {' and '.join(files)} in {self.folder}, so its split is unknown"
+        split, problem = official_split(key, self.splits, SPLIT_FILES, self.folder)
+        if problem:
+            return problem
         problem = _record_problem(record)
         if problem:
             return problem
@@ -311,7 +304,7 @@ class _Scan:
             last=last,
             score=float(record["final_score"]),
             difficulty=float(record["difficulty"]),
-            split=listed_in[0],
+            split=split,
             fit="tail",
             extra={**extra, "event": key[0], "dive": key[1]},
         )
