@@ -98,7 +98,13 @@ def test_extracted_features_equal_the_backbones_output(dives: Path, extracted: P
     backbone = attributes["backbone"]
     assert backbone["weights_sha256"] == "random init" and backbone["seed"] == 0
     assert backbone["normalization"]["name"] == "hara" and len(backbone["state_sha256"]) == 64
-    assert attributes["window"] == {"frames": 16, "jitter": 6, "crop": 112, "flip": False}
+    assert attributes["window"] == {
+        "frames": 16,
+        "jitter": 6,
+        "crop": 112,
+        "flip": False,
+        "crop_mode": "centre",
+    }
     assert attributes["video_store"]["frames"] == 24
 
 
