@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ from aqa_cli.stores.video_store import (
     write_root_attributes,
 )
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.safe_output import atomic_output
+from aqa_cli.util.safe_output import atomic_write
 
 
 def merge_stores(shards: Iterable[Path], out: Path) -> None:
@@ -68,10 +69,10 @@ def _merge(shards: list[Path], out: Path) -> None:
             layout[position] = h5py.VirtualSource(relative, "frames", shape=stores[k].file["frames"].shape)[
                 row
             ]
-        with (
-            atomic_output(out) as temp,
-            h5py.File(temp, "w", libver=("v110", "latest")) as dst,
-        ):
+        # Built in memory (no frame is copied, so it is small), then written atomically: HDF5 never writes
+        # to the disk itself, so a full disk is one failed write, not a half-flushed HDF5 file.
+        image = io.BytesIO()
+        with h5py.File(image, "w", libver=("v110", "latest")) as dst:
             first = stores[0].file.attrs
             write_root_attributes(
                 dst,
@@ -108,6 +109,7 @@ def _merge(shards: list[Path], out: Path) -> None:
                     data=np.array(values, dtype=object if dtype is TEXT else dtype),
                     dtype=dtype,
                 )
+        atomic_write(out, image.getvalue())
     finally:
         for s in stores:
             s.close()

@@ -67,18 +67,18 @@ def atomic_output(path: Path, remedy: str = DEFAULT_REMEDY) -> Iterator[Path]:
     one wrapped by a library, e.g. torch's zip writer) becomes `write_error`'s one line."""
     path = Path(path)
     temp = temporary_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _close_errors_quiet():
+    with _close_errors_quiet():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             yield temp
-        fsync_file(temp)
-        os.replace(temp, path)
-    except BaseException as exc:
-        temp.unlink(missing_ok=True)
-        cause = os_error_of(exc)
-        if cause is None or isinstance(exc, AqaError | KeyboardInterrupt):
-            raise
-        raise write_error(cause, path, remedy) from exc
+            fsync_file(temp)
+            os.replace(temp, path)
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            cause = os_error_of(exc)
+            if cause is None or isinstance(exc, AqaError | KeyboardInterrupt):
+                raise
+            raise write_error(cause, path, remedy) from exc
 
 
 def atomic_write(path: Path, data: bytes | str, remedy: str = DEFAULT_REMEDY) -> None:
