@@ -202,6 +202,9 @@ class FeatureBatches:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[dict]:
+        # A DataLoader draws its workers' base seed from the global generator at every epoch; so do we,
+        # so that dropout draws the same numbers on both paths.
+        torch.empty((), dtype=torch.int64).random_()
         order = list(self.sampler)
         for start in range(0, len(order), self.batch_size):
             rows, views, firsts, counts = [], [], [], []

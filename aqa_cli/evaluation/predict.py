@@ -105,6 +105,7 @@ def _pad_clips(weights: torch.Tensor, clips: int) -> torch.Tensor:
 def predict_tensors(head: AQAHead, data: FeatureTensors, rows: list[int], ids: np.ndarray) -> Predictions:
     """The heads' scores for `rows` of an in-memory feature store: one batched forward pass (view 0)."""
     head.eval()
+    torch.empty((), dtype=torch.int64).random_()  # as a DataLoader does: the global RNG moves on alike
     batch = data.evaluation_batch(rows)
     return collect_predictions(
         [batch],
