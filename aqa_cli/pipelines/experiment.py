@@ -257,10 +257,10 @@ def _fold_settings(grid: ExperimentGrid, result: RunResult) -> dict:
 def _train_and_test(config: TrainConfig, result: RunResult) -> None:
     """Train (or resume, or reuse a finished run), then evaluate the selected checkpoint on test; with
     folds, read the last epoch's rho on the held-out fold instead."""
+    config = resolve_head_defaults(config)  # the aggregation's defaults where the grid gives none
     run_dir = Path(config.out)
     result.run_dir = str(run_dir)
-    epochs = resolve_head_defaults(config).epochs
-    finished = (run_dir / LAST).is_file() and load_checkpoint(run_dir / LAST)["epoch"] >= epochs
+    finished = (run_dir / LAST).is_file() and load_checkpoint(run_dir / LAST)["epoch"] >= config.epochs
     if not finished:
         train(config, resume=(run_dir / LAST).is_file())
     if config.folds:
