@@ -157,6 +157,9 @@ class FeatureTensors:
             try:
                 features = store.file["features"][()]
             except Exception as exc:  # noqa: BLE001 - h5py raises several types for a damaged chunk
+                for row in range(len(store)):  # name the damaged sample, as the streaming path would
+                    for view in range(store.view_count):
+                        store.padded_features(row, view)
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise AqaError(
                     f"{store_path}: the features cannot be read ({reason}): the file is damaged; make it again "
