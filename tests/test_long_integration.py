@@ -220,7 +220,7 @@ def test_in_memory_and_streamed_features_train_the_same(long_store: Path, tmp_pa
     same_state(
         load_checkpoint(tmp_path / "memory" / LAST)["model"],
         load_checkpoint(tmp_path / "stream" / LAST)["model"],
-        exact=False,
+        exact=agg == "wd",  # the paper's heads: the very same numbers (the batches are the same)
     )
 
 

@@ -37,7 +37,11 @@ class ModelConfig:
     """The options of an `attn` or `gdlt` head (`models.long_heads`), dropout included; None for avg/wd."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
+        data = dataclasses.asdict(self)
+        if data["head_options"] is None:
+            del data["head_options"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
