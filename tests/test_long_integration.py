@@ -291,7 +291,8 @@ def test_a_resumed_long_head_run_ends_as_an_uninterrupted_one(long_store: Path, 
 def test_experiment_folds_cross_validate_inside_train(long_store: Path, tmp_path: Path, aqa) -> None:
     out = tmp_path / "cv"
     args = ["--features", long_store, "--out", out, "--agg", "attn", "--agg", "avg", "--folds", "3"]
-    result = aqa("experiment", *args, "--seeds", "2", "--epochs", "2", "--device", "cpu", check=0)
+    args += ["--seeds", "2", "--epochs", "2", "--weight-decay", "0.001", "--device", "cpu"]
+    result = aqa("experiment", *args, check=0)
     assert "held-out fold rho" in result.stdout
     with open(out / "results.csv") as f:
         runs = list(csv.DictReader(f))
@@ -301,6 +302,7 @@ def test_experiment_folds_cross_validate_inside_train(long_store: Path, tmp_path
         payload = load_checkpoint(out / "runs" / f"features-attn-fold{fold}-seed0" / LAST)
         config = payload["train_config"]
         assert (config["folds"], config["fold"], config["test_curve"]) == (3, fold, False)
+        assert (config["weight_decay"], config["optimizer"], config["epochs"]) == (0.001, "adamw", 2)
         assert "test_rho" not in payload["metrics"][-1]  # the test split was never evaluated
         row = next(r for r in runs if r["agg"] == "attn" and r["fold"] == str(fold) and r["seed"] == "0")
         assert float(row["rho"]) == pytest.approx(payload["metrics"][-1]["val_rho"])
@@ -358,6 +360,26 @@ def score_video(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     frames = [np.roll(rng.integers(0, 256, (128, 176, 3), dtype=np.uint8), 4 * i, axis=1) for i in range(30)]
     return write_video(tmp_path_factory.mktemp("video") / "noise.mp4", frames)
+
+
+def test_a_clip_crop_is_a_contiguous_run_of_the_training_window(small_store: Path) -> None:
+    from aqa_cli.data.datasets import StoreClips
+    from aqa_cli.data.windows import WindowConfig
+
+    window = WindowConfig(16, 6, 64, True, "centre")
+    whole = StoreClips(small_store, range(12), window, train=True, seed=2)
+    cropped = StoreClips(small_store, range(12), window, train=True, seed=2, clip_len=4, clip_crop=2)
+    starts = set()
+    for i in range(12):
+        full, part = whole[(3, i)]["video"], cropped[(3, i)]["video"]
+        assert full.shape[1] == 16 and part.shape[1] == 8  # 2 of the 4 clips of 4 frames
+        matches = [k for k in range(3) if torch.equal(full[:, 4 * k : 4 * k + 8], part)]
+        assert matches  # the same window (drawn first), then the crop
+        starts.add(matches[0])
+        assert torch.equal(cropped[(3, i)]["video"], part)  # drawn from the sample's seeded generator
+    assert len(starts) > 1
+    evaluation = StoreClips(small_store, range(12), window, train=False, clip_len=4, clip_crop=2)
+    assert evaluation[0]["video"].shape[1] == 16  # evaluation sees every clip
 
 
 @pytest.mark.parametrize("agg", LONG)
