@@ -17,7 +17,12 @@ from aqa_cli.pipelines.options import (
     ExtractOptions,
     PreprocessOptions,
 )
-from aqa_cli.training.config import TrainConfig
+from aqa_cli.training.config import TrainConfig, head_default_text
+
+AGG_HELP = (
+    "Clip aggregation: wd (Weight-Decider), avg (the paper's), attn (attention pooling) or gdlt "
+    "(grade-decoupled queries; these two for long videos: one weight per clip)"
+)
 
 
 def shown(settings: type, name: str) -> str:
@@ -286,10 +291,7 @@ def train(
         ),
     ] = None,
     agg: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Clip aggregation: wd (Weight-Decider) or avg. (default: {shown(TrainConfig, 'agg')})"
-        ),
+        str | None, typer.Option(help=f"{AGG_HELP}. (default: {shown(TrainConfig, 'agg')})")
     ] = None,
     weights: Annotated[
         str | None,
@@ -304,9 +306,9 @@ def train(
     normalization: Annotated[
         str | None, typer.Option(help="Override input normalization: hara, ig65m, torchvision, imagenet.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'epochs')})")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"(default: {head_default_text('epochs')})")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'batch_size')})")
+        int | None, typer.Option(help=f"(default: {head_default_text('batch_size')})")
     ] = None,
     accumulate: Annotated[
         int | None,
@@ -315,7 +317,7 @@ def train(
     lr: Annotated[
         float | None,
         typer.Option(
-            help=f"Learning rate of new modules (and a random backbone). (default: {shown(TrainConfig, 'lr')})"
+            help=f"Learning rate of new modules (and a random backbone). (default: {head_default_text('lr')})"
         ),
     ] = None,
     backbone_lr: Annotated[
@@ -326,7 +328,47 @@ def train(
     ] = None,
     loss: Annotated[
         str | None,
-        typer.Option(help=f"l1+l2, l1 or l2 on the final score. (default: {shown(TrainConfig, 'loss')})"),
+        typer.Option(
+            help="l1+l2, l1, l2 or mse (= l2) on the final score (attn/gdlt: on the quality scaled to [0, 1] "
+            f"by the training range). (default: {head_default_text('loss')})"
+        ),
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help=f"adam, adamw or sgd. (default: {head_default_text('optimizer')})")
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help=f"(default: {head_default_text('weight_decay')})")
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Learning rate per step: constant or cosine (to 0). (default: {head_default_text('schedule')})"
+        ),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Epochs of linear learning-rate warm-up. (default: {head_default_text('warmup')})"
+        ),
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(help=f"Dropout of the attn and gdlt heads. (default: {head_default_text('dropout')})"),
+    ] = None,
+    clip_crop: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on a random contiguous run of N clips of each longer video (0: all; evaluation "
+            f"always sees all). (default: {head_default_text('clip_crop')})"
+        ),
+    ] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option(
+            "--stream/--no-stream",
+            help="With --features: read every batch from the store, even when it fits in memory (under "
+            "2 GiB as float32, read once and batched on the device). (default: off)",
+        ),
     ] = None,
     frames: Annotated[
         int | None,
@@ -576,7 +618,7 @@ def experiment(
     clip: Annotated[list[int] | None, typer.Option(help="Frames per clip (repeatable).")] = None,
     agg: Annotated[
         list[str] | None,
-        typer.Option(help=f"avg or wd (repeatable). (default: {shown(ExperimentGrid, 'agg')})"),
+        typer.Option(help=f"avg, wd, attn or gdlt (repeatable). (default: {shown(ExperimentGrid, 'agg')})"),
     ] = None,
     target: Annotated[
         list[str] | None, typer.Option(help="Score column of the feature store (repeatable).")
@@ -584,6 +626,15 @@ def experiment(
     seeds: Annotated[
         int | None,
         typer.Option(help=f"Seeds per cell: 0 .. N-1. (default: {shown(ExperimentGrid, 'seeds')})"),
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help="K-fold cross-validation inside the training split: the folds are drawn once (fixed seed), "
+            "every run trains on K-1 folds and is measured on the held-out one (its validation set, at the "
+            "last epoch); the test split is not used. The table gives rho mean ± std over folds x seeds. "
+            "(default: off)"
+        ),
     ] = None,
     finetune: Annotated[
         bool | None,
@@ -606,13 +657,13 @@ def experiment(
     store: Annotated[
         str | None, typer.Option(help=f"Video store. (default: {shown(TrainConfig, 'store')})")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'epochs')})")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"(default: {head_default_text('epochs')})")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'batch_size')})")
+        int | None, typer.Option(help=f"(default: {head_default_text('batch_size')})")
     ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help=f"Learning rate of new modules. (default: {shown(TrainConfig, 'lr')})"),
+        typer.Option(help=f"Learning rate of new modules. (default: {head_default_text('lr')})"),
     ] = None,
     backbone_lr: Annotated[
         float | None, typer.Option(help=f"With --finetune. (default: {shown(TrainConfig, 'backbone_lr')})")
@@ -623,7 +674,32 @@ def experiment(
     frames: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'frames')})")] = None,
     crop: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'crop')})")] = None,
     loss: Annotated[
-        str | None, typer.Option(help=f"l1+l2, l1 or l2. (default: {shown(TrainConfig, 'loss')})")
+        str | None, typer.Option(help=f"l1+l2, l1, l2 or mse. (default: {head_default_text('loss')})")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help=f"adam, adamw or sgd. (default: {head_default_text('optimizer')})")
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help=f"(default: {head_default_text('weight_decay')})")
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help=f"constant or cosine. (default: {head_default_text('schedule')})")
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option(help=f"Warm-up epochs. (default: {head_default_text('warmup')})")
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help=f"attn/gdlt dropout. (default: {head_default_text('dropout')})")
+    ] = None,
+    clip_crop: Annotated[
+        int | None,
+        typer.Option(help=f"Training crop of N clips (0: all). (default: {head_default_text('clip_crop')})"),
+    ] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option(
+            "--stream/--no-stream", help="Stream features from the store even when they fit in memory."
+        ),
     ] = None,
     use_difficulty: Annotated[
         bool | None,
@@ -643,6 +719,11 @@ def experiment(
     Depths x conv types x clip lengths x aggregations x seeds, on frozen features extracted once per
     backbone (default) or end to end (--finetune); or aggregations x targets x seeds on --features.
     Writes table.md, table.csv, table.png and results.csv; failed runs are listed, not fatal.
+    Training settings not given take each aggregation's defaults (see `aqa train --help`).
+
+    --folds K: K-fold cross-validation inside the training split instead of a test evaluation: folds
+    drawn once by a fixed seed, each run validated (and measured at its last epoch) on its held-out
+    fold, the test split untouched; the table reports rho mean ± std over folds x seeds.
     """
     options = {key: value for key, value in locals().items() if key != "config"}
     from aqa_cli.cli.output import ExperimentReporter, print_experiment

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -358,6 +359,17 @@ def print_scores(results: list[dict], as_json: bool) -> None:
     if any(result["weights"] == "uniform" for result in scored):
         console.print("clip weights are uniform: the model averages its clips (--agg avg)")
     for result in scored:
+        outside = result.get("outside_training_range")
+        if outside:
+            side = "above" if outside["value"] > outside["high"] else "below"
+            console.print(
+                f"{Path(result['path']).name}: the predicted {outside['of']} {outside['value']:.2f} is "
+                f"{side} the model's training range [{outside['low']:.2f}, {outside['high']:.2f}] by "
+                f"{outside['by']:.2f}: an extrapolation, take it with care",
+                style="yellow",
+                highlight=False,
+            )
+    for result in scored:
         if "explanation" in result:
             console.print(f"clip weights drawn in {result['explanation']}", highlight=False)
     for result in results:
@@ -433,12 +445,14 @@ class ExperimentReporter:
         return sample_progress(f"extract {name}")
 
     def finished(self, result, done: int, total: int) -> None:
-        where = f"[{done}/{total}] {result.cell.name} {result.agg} seed {result.seed}"
+        fold = "" if result.fold is None else f" fold {result.fold}"
+        where = f"[{done}/{total}] {result.cell.name} {result.agg}{fold} seed {result.seed}"
+        measured = "test" if result.fold is None else "held-out fold"
         if result.error:
             console.print(f"{where}: [red]failed[/red]: {result.error}", highlight=False)
         else:
             console.print(
-                f"{where}: test rho {result.rho:.4f}, R-l2 {result.r_l2:.3f} ({result.seconds:.1f} s)",
+                f"{where}: {measured} rho {result.rho:.4f}, R-l2 {result.r_l2:.3f} ({result.seconds:.1f} s)",
                 highlight=False,
             )
 

@@ -78,7 +78,13 @@ def _predict_videos(
     store_path = Path(store) if store is not None else Path(trained.store["path"])
     _check_store_matches(store_path, trained.store)
     train_config = trained.payload.get("train_config", {})
-    rows = split_rows(store_path, train_config.get("val_fraction", 0.0), train_config.get("seed", 0))[split]
+    rows = split_rows(
+        store_path,
+        train_config.get("val_fraction", 0.0),
+        train_config.get("seed", 0),
+        train_config.get("folds", 0),
+        train_config.get("fold", 0),
+    )[split]
     if not rows:
         raise AqaError(f"{store_path} has no samples in split {split!r}")
     device = resolve_device(device_name)
@@ -103,7 +109,12 @@ def predict_heads(
                 f"{features['feature_dim']}; evaluate on features from the same backbone"
             )
         rows = labelled_splits(
-            opened, features["target"], train_config.get("val_fraction", 0.0), train_config.get("seed", 0)
+            opened,
+            features["target"],
+            train_config.get("val_fraction", 0.0),
+            train_config.get("seed", 0),
+            train_config.get("folds", 0),
+            train_config.get("fold", 0),
         )[split]
         span = score_span(opened.scores(features["target"]), store_path, features["target"])
     if not rows:

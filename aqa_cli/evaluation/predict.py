@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from aqa_cli.data.datasets import FeatureClips, StoreClips
+from aqa_cli.data.datasets import FeatureClips, FeatureTensors, StoreClips
 from aqa_cli.data.windows import WindowConfig
 from aqa_cli.models.heads import AQAHead, AQAOutput
 from aqa_cli.models.model import AQAModel
@@ -28,7 +28,7 @@ class Predictions:
     difficulty: np.ndarray
     score: np.ndarray
     quality: np.ndarray
-    clip_weights: np.ndarray | None  # (N, K, 128) for the Weight-Decider
+    clip_weights: np.ndarray | None  # (N, K, 128) for the Weight-Decider, (N, K) for attn and gdlt
 
 
 def predict(
@@ -83,7 +83,7 @@ def collect_predictions(
     clip_weights = None
     if outputs["weights"]:
         most = max(weights.shape[1] for weights in outputs["weights"])
-        padded = [torch.nn.functional.pad(w, (0, 0, 0, most - w.shape[1])) for w in outputs["weights"]]
+        padded = [_pad_clips(w, most) for w in outputs["weights"]]
         clip_weights = torch.cat(padded).numpy()
     return Predictions(
         rows=torch.cat(outputs["rows"]).numpy(),
@@ -93,6 +93,26 @@ def collect_predictions(
         score=torch.cat(outputs["score"]).numpy(),
         quality=torch.cat(outputs["quality"]).numpy(),
         clip_weights=clip_weights,
+    )
+
+
+def _pad_clips(weights: torch.Tensor, clips: int) -> torch.Tensor:
+    """Clip weights (N, K[, C]) zero-padded to `clips` clips."""
+    missing = clips - weights.shape[1]
+    return torch.nn.functional.pad(weights, (0, missing) if weights.dim() == 2 else (0, 0, 0, missing))
+
+
+def predict_tensors(head: AQAHead, data: FeatureTensors, rows: list[int], ids: np.ndarray) -> Predictions:
+    """The heads' scores for `rows` of an in-memory feature store: one batched forward pass (view 0)."""
+    head.eval()
+    torch.empty((), dtype=torch.int64).random_()  # as a DataLoader does: the global RNG moves on alike
+    batch = data.evaluation_batch(rows)
+    return collect_predictions(
+        [batch],
+        lambda batch: run_heads(head, batch, data.device),
+        ids,
+        data.scores[rows],
+        data.difficulties[rows],
     )
 
 

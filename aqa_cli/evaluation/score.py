@@ -13,7 +13,13 @@ How a video of any length becomes the model's input (stated in `aqa score --help
 
 Difficulty: none given -> the score is the quality; one value -> every video; else one per video.
 A clip's weight is the Weight-Decider's weight averaged over its 128 channels (each channel's weights
-sum to 1 over the clips, so these do too); an `avg` model weighs its K clips uniformly, 1/K.
+sum to 1 over the clips, so these do too); an `attn` or `gdlt` model gives one weight per clip directly
+(its attention pooling, or its grade queries' cross-attention averaged over queries and heads); an `avg`
+model weighs its K clips uniformly, 1/K.
+A prediction outside the range of the model's training split (recorded in checkpoints at training time)
+is reported, with by how much (`outside_training_range`; null when inside, or for a checkpoint with no
+record); it is never clamped. The final score is compared with the training scores; a quality alone
+(difficulty not given), with the training qualities.
 A video that cannot be decoded becomes an entry with an `error` line; the others are still scored.
 """
 
@@ -35,6 +41,7 @@ from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import resolve_device
 
 WEIGHT_DECIDER, UNIFORM = "weight-decider", "uniform"
+PER_CLIP = {"attn": "attention", "gdlt": "grade-query attention"}
 TIMES_DIFFICULTY = "quality x difficulty"
 
 
@@ -126,6 +133,8 @@ def _score_clip(
     if output.clip_weights is None:
         clip_count = clip.shape[1] // model.clip_len
         weights, kind = np.full(clip_count, 1 / clip_count), UNIFORM
+    elif output.clip_weights.dim() == 2:  # one weight per clip (attn, gdlt)
+        weights, kind = output.clip_weights[0].float().cpu().numpy(), PER_CLIP[model.head.agg]
     else:
         weights, kind = output.clip_weights[0].float().mean(dim=-1).cpu().numpy(), WEIGHT_DECIDER
     if not model.head.use_difficulty:
@@ -136,12 +145,18 @@ def _score_clip(
     else:
         score, rule = quality * difficulty, TIMES_DIFFICULTY
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
+    recorded = trained.payload.get("training_range")
+    if rule.startswith("quality (no difficulty"):
+        outside = outside_range(quality, recorded and recorded.get("quality"), "quality")
+    else:
+        outside = outside_range(score, recorded and recorded.get("score"), "score")
     return {
         "checkpoint": str(trained.path),
         "quality": quality,
         "difficulty": difficulty,
         "score": score,
         "score_rule": rule,
+        "outside_training_range": outside,
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
         "weights": kind,
         "clips": [
@@ -149,6 +164,18 @@ def _score_clip(
             for k, weight in enumerate(weights)
         ],
     }
+
+
+def outside_range(value: float, recorded: list[float] | None, of: str) -> dict | None:
+    """{of, value, low, high, by} when `value` lies outside the recorded [low, high], else None (also
+    when nothing was recorded)."""
+    if not recorded:
+        return None
+    low, high = recorded
+    if low <= value <= high:
+        return None
+    by = low - value if value < low else value - high
+    return {"of": of, "value": value, "low": low, "high": high, "by": by}
 
 
 def _clip_entry(k: int, clip_len: int, window_indices: np.ndarray, weight: float) -> dict:

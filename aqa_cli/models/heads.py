@@ -4,6 +4,13 @@ A video of L frames is cut into K = L / clip_len contiguous clips; all clips go 
 one batch. Each clip's pooled features pass FC layers with ReLU down to 128 values, the K clip vectors
 are aggregated by averaging (`avg`) or by the Weight-Decider (`wd`, eq. 1-3), and `Linear(128, 1)`
 predicts the quality, multiplied by the dive's difficulty when it has one.
+
+Two heads for long videos (hundreds of clips) come from `models.long_heads`: `attn` (masked attention
+pooling) and `gdlt` (grade-decoupled queries). Inside `AQAHead` they see features standardized per
+channel (`feature_mean`, `feature_std`: the training clips' statistics, set by the trainer; identity
+otherwise), their per-clip layers run on the packed real clips only, their output is a quality on [0, 1]
+scaled back by the training split's quality range (`quality_range`), and the difficulty multiplies it as
+for `avg` and `wd`. They report one weight per clip (N, K), summing to 1 over the real clips.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from aqa_cli.models.long_heads import LONG_HEADS, build_long_head
 from aqa_cli.util.errors import AqaError
 
 CLIP_FEATURE_DIM = 128
 WEIGHT_DECIDER_WIDTHS = (128, 64, 32, 64, 128)
-AGGREGATIONS = ("avg", "wd")
+PAPER_AGGREGATIONS = ("avg", "wd")
+AGGREGATIONS = (*PAPER_AGGREGATIONS, *LONG_HEADS)
 WD_DROPOUT = 0.1
 """Dropout after each hidden ReLU of the Weight-Decider, as in the authors' code."""
 
@@ -79,34 +88,93 @@ class AQAOutput(NamedTuple):
     quality: Tensor
     """(N,) the regressor's output."""
     clip_weights: Tensor | None
-    """(N, K, 128) Weight-Decider weights (each channel sums to 1 over clips); None for `avg`."""
+    """(N, K, 128) Weight-Decider weights (each channel sums to 1 over clips); (N, K) for `attn` and
+    `gdlt` (one weight per clip, summing to 1 over the real clips); None for `avg`."""
 
 
 class AQAHead(nn.Module):
-    """Everything after the backbone, usable on cached clip features (N, K, D) of any width D."""
+    """Everything after the backbone, usable on cached clip features (N, K, D) of any width D.
+
+    `head_options` are the options of the long heads (`attn`, `gdlt`: see `models.long_heads`); the
+    paper's `avg` and `wd` take none.
+    """
 
     def __init__(
-        self, feature_dim: int, agg: str = "wd", wd_dropout: float = WD_DROPOUT, use_difficulty: bool = True
+        self,
+        feature_dim: int,
+        agg: str = "wd",
+        wd_dropout: float = WD_DROPOUT,
+        use_difficulty: bool = True,
+        head_options: dict | None = None,
     ) -> None:
         super().__init__()
         if agg not in AGGREGATIONS:
             raise AqaError(f"unknown aggregation {agg!r}; choose one of {', '.join(AGGREGATIONS)}")
         self.feature_dim = feature_dim
         self.use_difficulty = use_difficulty
+        self.agg = agg
+        if agg in LONG_HEADS:
+            self.long = build_long_head(agg, feature_dim, **(head_options or {}))
+            self.register_buffer("feature_mean", torch.zeros(feature_dim))
+            self.register_buffer("feature_std", torch.ones(feature_dim))
+            self.register_buffer("quality_range", torch.tensor([0.0, 1.0]))
+            return
+        if head_options:
+            raise AqaError(f"--agg {agg} takes no head options (got {', '.join(sorted(head_options))})")
         self.clip_layers = mlp(clip_layer_widths(feature_dim), relu_after_last=True)
         self.aggregation = WeightDecider(wd_dropout) if agg == "wd" else AverageAggregation()
         self.regressor = nn.Linear(CLIP_FEATURE_DIM, 1)
+
+    @property
+    def is_long(self) -> bool:
+        return self.agg in LONG_HEADS
+
+    def set_standardization(self, mean: Tensor, std: Tensor) -> None:
+        """Standardize every feature channel with these statistics (the training clips') before the head."""
+        with torch.no_grad():
+            self.feature_mean.copy_(mean)
+            self.feature_std.copy_(std)
+
+    def set_quality_range(self, low: float, high: float) -> None:
+        """The training split's quality range: the long heads predict on [0, 1] and are scaled back to it."""
+        if not high > low:
+            high = low + 1.0  # all training qualities equal: any positive scale keeps the one value exact
+        with torch.no_grad():
+            self.quality_range.copy_(torch.tensor([low, high]))
+
+    def normalized_quality(self, quality: Tensor) -> Tensor:
+        """A quality in the units the long heads are trained in: the training range mapped to [0, 1]."""
+        low, high = self.quality_range[0], self.quality_range[1]
+        return (quality - low) / (high - low)
 
     def forward(
         self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
     ) -> AQAOutput:
         """features (N, K, D); difficulty (N,), NaN where unknown; mask (N, K) bool, True for real clips."""
-        clips = self.clip_layers(features)
-        if mask is not None:  # padded slots may hold anything, even NaN
-            clips = clips.masked_fill(~mask.unsqueeze(-1), 0.0)
-        video, clip_weights = self.aggregation(clips, mask)
-        quality = self.regressor(video).squeeze(-1)
+        if self.is_long:
+            quality, clip_weights = self._long_quality(features, mask)
+        else:
+            clips = self.clip_layers(features)
+            if mask is not None:  # padded slots may hold anything, even NaN
+                clips = clips.masked_fill(~mask.unsqueeze(-1), 0.0)
+            video, clip_weights = self.aggregation(clips, mask)
+            quality = self.regressor(video).squeeze(-1)
         score = quality
         if self.use_difficulty and difficulty is not None:
             score = quality * torch.nan_to_num(difficulty.to(quality.dtype), nan=1.0)
         return AQAOutput(score, quality, clip_weights)
+
+    def _long_quality(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The long head on standardized features, its per-clip layers on the packed real clips only."""
+        if mask is None:
+            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        mask = mask.to(torch.bool)
+        if not bool(mask.any(dim=1).all()):
+            raise AqaError("every video needs at least one real clip (a mask row is all False)")
+        real = (features[mask] - self.feature_mean.to(features.dtype)) / self.feature_std.to(features.dtype)
+        packed = self.long.clip_layers(real)
+        clips = packed.new_zeros((*mask.shape, packed.shape[-1]))
+        clips[mask] = packed
+        out = self.long(features, mask, clips=clips)
+        low, high = self.quality_range[0], self.quality_range[1]
+        return out.score * (high - low) + low, out.clip_weights

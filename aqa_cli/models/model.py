@@ -33,9 +33,15 @@ class ModelConfig:
     use_difficulty: bool = True
     normalization: dict[str, Any] | None = None
     feature_dim: int | None = None
+    head_options: dict[str, Any] | None = None
+    """The options of an `attn` or `gdlt` head (`models.long_heads`), dropout included; None for avg/wd."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
+        data = dataclasses.asdict(self)
+        if data["head_options"] is None:
+            del data["head_options"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -93,7 +99,7 @@ def clip_features(backbone: nn.Module, video: Tensor, clip_len: int) -> Tensor:
 def build_head(config: ModelConfig) -> AQAHead:
     """The head alone, e.g. for cached features; its width is `config.feature_dim`, else the depth's."""
     width = config.feature_dim or feature_dim(config.depth)
-    return AQAHead(width, config.agg, config.wd_dropout, config.use_difficulty)
+    return AQAHead(width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options)
 
 
 def build_model(

@@ -10,6 +10,11 @@ Every run selects its model on validation (held out from train by `val_fraction`
 is evaluated on the test split once, at the end. A failed run is recorded with its error and the others
 go on. Rerunning with the same `--out` reuses finished extractions and runs and resumes unfinished ones.
 
+With `--folds K` the grid is run K times per seed, once per fold of a K-fold split of train (drawn by
+a fixed seed, `data.splits.FOLD_SEED`): each run trains on the other folds, selects on and is measured
+on its held-out fold (the last epoch's rho there: no selection on the number reported), and the test
+split is never used; the table reports rho mean ± std over folds x seeds, and no ridge column.
+
 Output folder: experiment.toml (the resolved grid: `aqa experiment --config` repeats it), results.csv
 (one line per run), table.md / table.csv (rho mean +- std over seeds, and R-l2, per cell), table.png,
 features/ and runs/.
@@ -40,7 +45,7 @@ from aqa_cli.evaluation.ridge import ridge_baseline
 from aqa_cli.models.pretrained import read_weights
 from aqa_cli.models.registry import weights_path
 from aqa_cli.pipelines.options import ExperimentGrid
-from aqa_cli.training.config import TrainConfig, read_toml, resolve_config
+from aqa_cli.training.config import TrainConfig, read_toml, resolve_config, resolve_head_defaults
 from aqa_cli.training.dispatch import train
 from aqa_cli.training.loop import check_optimisation
 from aqa_cli.util.errors import AqaError
@@ -62,10 +67,13 @@ def resolve_grid(config_file: Path | None, options: dict) -> ExperimentGrid:
     if unknown:
         raise AqaError(f"{config_file}: unknown setting(s) {', '.join(unknown)}; see `aqa experiment --help`")
     resolved = resolve_config(None, train)  # mistyped or impossible train settings fail here, before any work
-    check_optimisation(resolved)
+    for agg in values.get("agg") or ExperimentGrid().agg:
+        check_optimisation(resolve_head_defaults(dataclasses.replace(resolved, agg=agg)))
     grid = ExperimentGrid(**{**values, "train": {key: getattr(resolved, key) for key in train}})
     if grid.seeds < 1:
         raise AqaError("--seeds must be at least 1")
+    if grid.folds == 1 or grid.folds < 0:
+        raise AqaError("--folds must be at least 2 (or 0: off)")
     if grid.finetune and grid.features:
         raise AqaError("--finetune trains from videos; it cannot be combined with --features")
     return grid
@@ -91,6 +99,7 @@ class RunResult:
     cell: Cell
     agg: str
     seed: int
+    fold: int | None = None  # with --folds
     rho: float = math.nan
     r_l2: float = math.nan
     epoch: int | None = None  # the selected epoch (ridge: None)
@@ -119,14 +128,15 @@ def _run_grid(grid: ExperimentGrid, out: Path, reporter: ExperimentReporter | No
     atomic_write(out / "experiment.toml", dataclasses.replace(grid, out=str(out)).to_toml())
     train_settings = TrainConfig(**grid.train)
     cells = _cells(grid)
-    aggregations = list(grid.agg) + ([] if grid.finetune else [RIDGE])
-    total = len(cells) * len(aggregations) * grid.seeds
+    aggregations = list(grid.agg) + ([] if grid.finetune or grid.folds else [RIDGE])
+    folds: list[int | None] = list(range(grid.folds)) if grid.folds else [None]
+    total = len(cells) * len(aggregations) * grid.seeds * len(folds)
     results: list[RunResult] = []
     features_for: dict[tuple, str | Exception] = {}
     for cell in cells:
-        for agg, seed in product(aggregations, range(grid.seeds)):
+        for agg, fold, seed in product(aggregations, folds, range(grid.seeds)):
             started = time.perf_counter()
-            result = RunResult(cell, agg, seed)
+            result = RunResult(cell, agg, seed, fold)
             try:
                 if grid.finetune:
                     _finetune(grid, cell, agg, seed, out, result)
@@ -150,6 +160,11 @@ def _run_grid(grid: ExperimentGrid, out: Path, reporter: ExperimentReporter | No
     summary = summarize(results, aggregations)
     mode = "end-to-end fine-tuning" if grid.finetune else "frozen features"
     title = f"aqa experiment ({mode}): test Spearman rho, mean ± std over {grid.seeds} seed(s)"
+    if grid.folds:
+        title = (
+            f"aqa experiment ({mode}): {grid.folds}-fold cross-validation inside train, held-out-fold "
+            f"Spearman rho, mean ± std over {grid.folds} folds x {grid.seeds} seed(s) (test not used)"
+        )
     atomic_write(out / "table.md", markdown_table(summary, aggregations, title, results))
     atomic_write(out / "table.csv", _csv_text(summary))
     plot = plot_experiment(summary, aggregations, title, out / "table.png")
@@ -227,17 +242,31 @@ def weights_for(cell: Cell, files: list[str]) -> str:
     return matches[0]
 
 
-def _run_dir(out: Path, cell: Cell, agg: str, seed: int) -> Path:
-    return out / "runs" / f"{cell.name}-{agg}-seed{seed}"
+def _run_dir(out: Path, cell: Cell, agg: str, seed: int, fold: int | None = None) -> Path:
+    folded = "" if fold is None else f"-fold{fold}"
+    return out / "runs" / f"{cell.name}-{agg}{folded}-seed{seed}"
+
+
+def _fold_settings(grid: ExperimentGrid, result: RunResult) -> dict:
+    """The train settings of a cross-validation run: its fold as validation, no test curve."""
+    if result.fold is None:
+        return {}
+    return {"folds": grid.folds, "fold": result.fold, "test_curve": False}
 
 
 def _train_and_test(config: TrainConfig, result: RunResult) -> None:
-    """Train (or resume, or reuse a finished run), then evaluate the selected checkpoint on test."""
+    """Train (or resume, or reuse a finished run), then evaluate the selected checkpoint on test; with
+    folds, read the last epoch's rho on the held-out fold instead."""
+    config = resolve_head_defaults(config)  # the aggregation's defaults where the grid gives none
     run_dir = Path(config.out)
     result.run_dir = str(run_dir)
     finished = (run_dir / LAST).is_file() and load_checkpoint(run_dir / LAST)["epoch"] >= config.epochs
     if not finished:
         train(config, resume=(run_dir / LAST).is_file())
+    if config.folds:
+        last = load_checkpoint(run_dir / LAST)["metrics"][-1]
+        result.rho, result.r_l2, result.epoch = last["val_rho"], last["val_r_l2"], last["epoch"]
+        return
     evaluation = evaluate_checkpoint(run_dir, None, None, "test", config.device, config.batch_size)
     result.rho, result.r_l2, result.epoch = evaluation["rho"], evaluation["r_l2"], evaluation["epoch"]
 
@@ -245,8 +274,15 @@ def _train_and_test(config: TrainConfig, result: RunResult) -> None:
 def _train_heads(
     grid: ExperimentGrid, features: str, target: str, agg: str, seed: int, out: Path, result: RunResult
 ) -> None:
-    run_dir = _run_dir(out, result.cell, agg, seed)
-    config = TrainConfig(**{**grid.train, "features": features, "target": target, "agg": agg, "seed": seed})
+    run_dir = _run_dir(out, result.cell, agg, seed, result.fold)
+    settings = {
+        "features": features,
+        "target": target,
+        "agg": agg,
+        "seed": seed,
+        **_fold_settings(grid, result),
+    }
+    config = TrainConfig(**{**grid.train, **settings})
     _train_and_test(dataclasses.replace(config, out=str(run_dir)), result)
 
 
@@ -259,7 +295,8 @@ def _finetune(grid: ExperimentGrid, cell: Cell, agg: str, seed: int, out: Path, 
         "agg": agg,
         "seed": seed,
         "weights": weights_for(cell, grid.weights),
-        "out": str(_run_dir(out, cell, agg, seed)),
+        "out": str(_run_dir(out, cell, agg, seed, result.fold)),
+        **_fold_settings(grid, result),
     }
     _train_and_test(TrainConfig(**settings), result)
 
@@ -271,6 +308,7 @@ RESULT_COLUMNS = (
     "target",
     "agg",
     "seed",
+    "fold",
     "rho",
     "r_l2",
     "epoch",
@@ -340,15 +378,24 @@ def markdown_table(summary: list[dict], aggregations: list[str], title: str, res
         cells += [_format(row[agg], "r_l2", 3) for agg in aggregations]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(
-        "rho: Spearman's rank correlation on the test split; R-l2: 100 x mean squared error over the "
-        "squared score range. Each run selected on its validation split; ridge: closed-form ridge "
-        "regression on mean-pooled clip features, penalty chosen on the same validation split."
-    )
+    if any(r.fold is not None for r in results):
+        lines.append(
+            "rho: Spearman's rank correlation on each run's held-out fold of train, at its last epoch; "
+            "R-l2: 100 x mean squared error over the squared score range. The test split was not used."
+        )
+    else:
+        lines.append(
+            "rho: Spearman's rank correlation on the test split; R-l2: 100 x mean squared error over the "
+            "squared score range. Each run selected on its validation split; ridge: closed-form ridge "
+            "regression on mean-pooled clip features, penalty chosen on the same validation split."
+        )
     failures = [r for r in results if r.error]
     if failures:
         lines += ["", "## Failed runs", ""]
-        lines += [f"- {r.cell.name} {r.agg} seed {r.seed}: {r.error}" for r in failures]
+        lines += [
+            f"- {r.cell.name} {r.agg}{'' if r.fold is None else f' fold {r.fold}'} seed {r.seed}: {r.error}"
+            for r in failures
+        ]
     return "\n".join(lines) + "\n"
 
 

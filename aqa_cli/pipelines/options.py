@@ -69,6 +69,7 @@ class ExperimentGrid:
     agg: list[str] = field(default_factory=lambda: ["avg", "wd"])
     target: list[str] = field(default_factory=lambda: [""])  # "" = the feature store's default
     seeds: int = 3
+    folds: int = 0  # k-fold cross-validation inside train, measured on the held-out folds; 0 = off (test)
     finetune: bool = False
     features: str = ""  # train on this feature store (imported or extracted): aggregations x seeds
     weights: list[str] = field(default_factory=list)  # backbone files, matched to cells by depth/conv/clip

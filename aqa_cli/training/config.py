@@ -2,6 +2,13 @@
 
 The config a run saves (`config.toml`) is such a file, so `aqa train --config runs/X/config.toml`
 repeats a run exactly.
+
+Per-head defaults: the optimisation settings below marked "head default" are left at a sentinel ("" or
+-1) unless given, and `resolve_head_defaults` (called once, when training starts) fills them in from the
+aggregation's defaults: the paper's for `avg` and `wd` (Adam, lr 1e-4, constant, batch 2, 50 epochs,
+L1 + L2, all clips), the frozen Fis-V research settings for `attn` and `gdlt` (AdamW, lr 3e-4, weight decay
+0.01, cosine schedule, no warm-up, batch 16, 60 epochs, MSE on the [0, 1]-scaled quality, a random run of
+64 clips in training). A run's config.toml and checkpoints record the resolved values.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aqa_cli.util.errors import AqaError
+
+HEAD_DEFAULT = -1
+"""A numeric setting left at this (or a string left "") takes its aggregation's default."""
 
 
 @dataclass
@@ -36,13 +46,22 @@ class TrainConfig:
     agg: str = "wd"
     wd_dropout: float = 0.1
     use_difficulty: bool = True
-    # optimisation
-    epochs: int = 50
-    batch_size: int = 2
+    dropout: float = -1.0  # the attn/gdlt heads' dropout; head default
+    # optimisation (-1 / "": the aggregation's default, see HEAD_DEFAULTS)
+    epochs: int = -1
+    batch_size: int = -1
     accumulate: int = 1
-    lr: float = 1e-4  # randomly initialised modules
+    lr: float = -1.0  # randomly initialised modules
     backbone_lr: float = 1e-5  # pretrained backbone (a random one trains at lr)
-    loss: str = "l1+l2"
+    loss: str = ""
+    optimizer: str = ""  # adam, adamw or sgd
+    weight_decay: float = -1.0
+    schedule: str = ""  # constant or cosine (per optimisation step), after `warmup` epochs of linear warm-up
+    warmup: int = -1  # epochs
+    clip_crop: int = -1  # train on a random contiguous run of this many clips (0: all clips)
+    stream: bool = False  # --features: read every batch from the store even when it fits in memory
+    folds: int = 0  # k-fold cross-validation inside train (`aqa experiment --folds`): 0 = off
+    fold: int = 0  # which fold is this run's validation set
     seed: int = 0
     # hardware
     device: str = "auto"
@@ -61,7 +80,84 @@ class TrainConfig:
         return "\n".join(lines) + "\n"
 
 
-LOSSES = ("l1+l2", "l1", "l2")
+LOSSES = ("l1+l2", "l1", "l2", "mse")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+PAPER_DEFAULTS = {
+    "epochs": 50,
+    "batch_size": 2,
+    "lr": 1e-4,
+    "loss": "l1+l2",
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "warmup": 0,
+    "clip_crop": 0,
+    "dropout": 0.0,  # unused by avg and wd (the Weight-Decider's is wd_dropout)
+}
+LONG_DEFAULTS = {
+    **PAPER_DEFAULTS,
+    "epochs": 60,
+    "batch_size": 16,
+    "lr": 3e-4,
+    "loss": "mse",
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "schedule": "cosine",
+    "clip_crop": 64,
+}
+HEAD_DEFAULTS = {
+    "avg": PAPER_DEFAULTS,
+    "wd": PAPER_DEFAULTS,
+    "attn": {**LONG_DEFAULTS, "dropout": 0.0},
+    "gdlt": {**LONG_DEFAULTS, "dropout": 0.3},
+}
+"""Per aggregation: the value of every "head default" setting the user did not give."""
+HEAD_OPTIONS = {
+    "attn": {"hidden": 256, "width": 128, "attn_hidden": 64, "mean_path": False},
+    "gdlt": {
+        "width": 128,
+        "proj_hidden": None,
+        "heads": 1,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "queries": 4,
+        "ff_mult": 3,
+        "weighting": "sigmoid",
+    },
+}
+"""The architecture of the long heads (the frozen Fis-V research settings); dropout comes from --dropout."""
+
+
+def resolve_head_defaults(config: TrainConfig) -> TrainConfig:
+    """The config with every "head default" setting (-1 or "") replaced by its aggregation's default;
+    an unknown aggregation keeps the paper's (and fails in `check_optimisation`)."""
+    defaults = HEAD_DEFAULTS.get(config.agg, PAPER_DEFAULTS)
+    changes = {}
+    for name, value in defaults.items():
+        current = getattr(config, name)
+        if current == "" or (not isinstance(current, str) and current == HEAD_DEFAULT):
+            changes[name] = value
+    return dataclasses.replace(config, **changes)
+
+
+def head_options(config: TrainConfig) -> dict | None:
+    """The ModelConfig.head_options of the config's aggregation (None for avg and wd)."""
+    if config.agg not in HEAD_OPTIONS:
+        return None
+    return {**HEAD_OPTIONS[config.agg], "dropout": float(config.dropout)}
+
+
+def head_default_text(name: str) -> str:
+    """A help text's default of a per-head setting, e.g. `1e-4 for avg/wd, 3e-4 for attn/gdlt`."""
+
+    def shown(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    paper, attn, gdlt = (shown(HEAD_DEFAULTS[agg][name]) for agg in ("avg", "attn", "gdlt"))
+    long = f"{attn} for attn/gdlt" if attn == gdlt else f"{attn} for attn, {gdlt} for gdlt"
+    return f"{paper} for avg/wd, {long}"
 
 
 def toml_value(value) -> str:

@@ -29,15 +29,19 @@ from aqa_cli.models.model import ModelConfig, build_model, clip_count
 from aqa_cli.models.normalization import Normalization, model_input
 from aqa_cli.models.registry import resolve_weights
 from aqa_cli.stores.video_store import VideoStore
-from aqa_cli.training.config import TrainConfig
+from aqa_cli.training.config import TrainConfig, head_options, resolve_head_defaults
 from aqa_cli.training.loop import (
     TrainingProgress,
     TrainingRun,
     TrainResult,
+    build_optimizer,
+    build_scheduler,
     check_optimisation,
+    loss_inputs,
     open_run,
     run_epochs,
     start_regressor_at_mean_quality,
+    training_range,
 )
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import autocast, init_distributed, resolve_precision
@@ -51,7 +55,10 @@ def default_run_dir(config: TrainConfig) -> Path:
 def train_end_to_end(
     config: TrainConfig, resume: bool = False, progress: TrainingProgress | None = None
 ) -> TrainResult:
-    """Fine-tune as the config says; with `resume`, continue the run in `config.out` from its last epoch."""
+    """Fine-tune as the config says; with `resume`, continue the run in `config.out` from its last epoch.
+    The long heads (attn, gdlt) take the backbone's clip features unstandardized (they change as it
+    trains); `--clip-crop` trains on a random run of that many of the window's clips."""
+    config = resolve_head_defaults(config)
     check_optimisation(config)
     distributed, device = init_distributed(config.device)
     precision = resolve_precision(config.precision, device)
@@ -71,6 +78,7 @@ def train_end_to_end(
         wd_dropout=config.wd_dropout,
         use_difficulty=config.use_difficulty,
         normalization=_normalization(config.normalization),
+        head_options=head_options(config),
     )
     # A weights name is looked up (and downloaded) before any work; on resume the checkpoint has them.
     resolved = resolve_weights(config.weights) if config.weights and state is None else None
@@ -79,12 +87,20 @@ def train_end_to_end(
         model_config = ModelConfig.from_dict(state["model_config"])
     model = build_model(model_config, weights, grad_checkpoint=config.grad_checkpoint)
     window = WindowConfig(config.frames, config.jitter, config.crop, config.flip, config.crop_mode)
-    rows = split_rows(config.store, config.val_fraction, config.seed)
+    rows = split_rows(config.store, config.val_fraction, config.seed, config.folds, config.fold)
     if not rows["train"]:
         raise AqaError(
             f"{config.store} has no training samples (split 'train'); check the manifest's split column"
         )
-    train_set = StoreClips(config.store, rows["train"], window, train=True, seed=config.seed)
+    train_set = StoreClips(
+        config.store,
+        rows["train"],
+        window,
+        train=True,
+        seed=config.seed,
+        clip_len=config.clip,
+        clip_crop=config.clip_crop,
+    )
     with VideoStore(config.store) as store:
         fingerprint = store.fingerprint()
         span = score_span(store.column("score"), config.store)
@@ -105,7 +121,7 @@ def train_end_to_end(
             "name": "backbone",
         },
     ]
-    optimizer = torch.optim.Adam(groups)
+    optimizer = build_optimizer(config, groups)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     trained = DistributedDataParallel(model) if distributed.enabled else model
     sampler = EpochTagged(
@@ -129,7 +145,7 @@ def train_end_to_end(
         video = model_input(batch["video"], model.backbone.normalization, device, channels_last)
         with autocast(device, precision):
             out = trained(video, batch["difficulty"].to(device))
-        return out.score.float(), batch["score"].to(device)
+        return loss_inputs(model.head, out, batch["score"].to(device), batch["difficulty"])
 
     def evaluate(split_rows_: list[int]) -> Predictions:
         return predict(model, config.store, split_rows_, window, device, precision, config.batch_size)
@@ -154,6 +170,11 @@ def train_end_to_end(
                 "model_config": model.config.to_dict(),
                 "window": dataclasses.asdict(window),
                 "store": fingerprint,
+                "training_range": training_range(
+                    train_set.scores[train_set.rows],
+                    train_set.difficulties[train_set.rows],
+                    config.use_difficulty,
+                ),
                 # the pretrained weights (registry name, file, sha256): eval and score need no network
                 "backbone_weights": state.get("backbone_weights")
                 if state is not None
@@ -161,6 +182,7 @@ def train_end_to_end(
             },
             state=state,
             progress=progress,
+            scheduler=build_scheduler(config, optimizer, len(loader)),
         )
     )
 

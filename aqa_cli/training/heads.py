@@ -7,6 +7,12 @@ per sample and epoch (chosen by (seed, epoch, row), so a resumed run repeats it)
 A head checkpoint records the feature store's backbone (architecture, normalization, weights file and
 its sha256, or the seed of a random initialisation), the window and the video store's preprocessing,
 so `aqa score` rebuilds the full model: frozen backbone + trained heads.
+
+A feature store that fits in memory (`data.datasets.MEMORY_LIMIT`, unless `--stream`) is read once into
+tensors on the training device and batched by index, with the same seeded order and per-sample draws as
+the streaming path (so both give the same run up to float summation order); validation is then one
+batched forward pass. The long heads (attn, gdlt) standardize every feature channel with the training
+clips' mean and std (view 0, real clips), stored in the head.
 """
 
 from __future__ import annotations
@@ -17,26 +23,31 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from aqa_cli.checkpoints.io import RUNS_DIR
-from aqa_cli.data.datasets import FeatureClips
+from aqa_cli.data.datasets import FeatureBatches, FeatureClips, FeatureTensors, fits_in_memory
 from aqa_cli.data.samplers import EpochTagged, SeededShuffle
 from aqa_cli.data.splits import labelled_splits
 from aqa_cli.evaluation.metrics import score_span
-from aqa_cli.evaluation.predict import Predictions, predict_features, run_heads
+from aqa_cli.evaluation.predict import Predictions, predict_features, predict_tensors, run_heads
 from aqa_cli.models.model import ModelConfig, build_head
 from aqa_cli.stores.feature_store import FeatureStore
-from aqa_cli.training.config import TrainConfig
+from aqa_cli.training.config import TrainConfig, head_options, resolve_head_defaults
 from aqa_cli.training.loop import (
     TrainingProgress,
     TrainingRun,
     TrainResult,
+    build_optimizer,
+    build_scheduler,
     check_optimisation,
+    loss_inputs,
     open_run,
     run_epochs,
     start_regressor_at_mean_quality,
+    training_range,
 )
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import Distributed, resolve_device
@@ -56,6 +67,7 @@ def head_model_config(config: TrainConfig, store: FeatureStore) -> ModelConfig:
         use_difficulty=config.use_difficulty,
         normalization=backbone.get("normalization"),
         feature_dim=store.feature_dim,
+        head_options=head_options(config),
     )
 
 
@@ -69,16 +81,18 @@ def train_heads(
     config: TrainConfig, resume: bool = False, progress: TrainingProgress | None = None
 ) -> TrainResult:
     """Train the heads on the feature store `config.features` (see the module docstring)."""
+    config = resolve_head_defaults(config)
     check_optimisation(config)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AqaError("head training on --features runs in one process: start it without torchrun")
     device = resolve_device(config.device)
     with FeatureStore(config.features) as store:
         target = config.target or store.attributes["default_target"]
-        rows = labelled_splits(store, target, config.val_fraction, config.seed)
+        rows = labelled_splits(store, target, config.val_fraction, config.seed, config.folds, config.fold)
         span = score_span(store.scores(target), store.path, target)
         model_config = head_model_config(config, store)
         attributes = store.attributes
+        ids = store.column("id")
         payload_base = {
             "features": {**store.fingerprint(), "target": target},
             "backbone": store.backbone,
@@ -94,20 +108,39 @@ def train_heads(
     if state is not None:
         model_config = ModelConfig.from_dict(state["model_config"])
     head = build_head(model_config)
-    train_set = FeatureClips(config.features, rows["train"], target, train=True, seed=config.seed)
+    train_set = FeatureClips(
+        config.features, rows["train"], target, train=True, seed=config.seed, clip_crop=config.clip_crop
+    )
+    train_scores = train_set.scores[train_set.rows]
+    train_difficulties = train_set.difficulties[train_set.rows]
+    in_memory = not config.stream and fits_in_memory(config.features)
+    data = FeatureTensors(config.features, target, device) if in_memory else None
     if state is None:
-        start_regressor_at_mean_quality(
-            head, train_set.scores[train_set.rows], train_set.difficulties[train_set.rows]
-        )
+        start_regressor_at_mean_quality(head, train_scores, train_difficulties)
+        if head.is_long:
+            head.set_standardization(*clip_statistics(config.features, rows["train"], data))
     head.to(device)
     sampler = EpochTagged(SeededShuffle(train_set, config.seed))
 
     def forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return run_heads(head, batch, device).score, batch["score"].to(device)
+        out = run_heads(head, batch, device)
+        return loss_inputs(head, out, batch["score"].to(device), batch["difficulty"])
 
-    def evaluate(split_rows: list[int]) -> Predictions:
-        return predict_features(head, config.features, split_rows, target, device, config.batch_size)
+    if data is not None:
+        loader = FeatureBatches(
+            data, rows["train"], sampler, config.batch_size, config.seed, config.clip_crop
+        )
 
+        def evaluate(split_rows: list[int]) -> Predictions:
+            return predict_tensors(head, data, split_rows, ids[split_rows])
+
+    else:
+        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler)
+
+        def evaluate(split_rows: list[int]) -> Predictions:
+            return predict_features(head, config.features, split_rows, target, device, config.batch_size)
+
+    optimizer = build_optimizer(config, [{"params": head.parameters(), "lr": config.lr, "name": "head"}])
     with _one_thread_on_cpu(device):
         return run_epochs(
             TrainingRun(
@@ -115,21 +148,42 @@ def train_heads(
                 run_dir=run_dir,
                 model=head,
                 trained=head,
-                loader=DataLoader(train_set, batch_size=config.batch_size, sampler=sampler),
+                loader=loader,
                 sampler=sampler,
                 forward=forward,
                 evaluate=evaluate,
                 rows=rows,
                 score_span=span,
-                optimizer=torch.optim.Adam([{"params": head.parameters(), "lr": config.lr, "name": "head"}]),
+                optimizer=optimizer,
                 scaler=torch.amp.GradScaler(device.type, enabled=False),
                 distributed=Distributed(),
                 device=device,
-                payload_base={"model_config": model_config.to_dict(), **payload_base},
+                payload_base={
+                    "model_config": model_config.to_dict(),
+                    **payload_base,
+                    "training_range": training_range(train_scores, train_difficulties, head.use_difficulty),
+                },
                 state=state,
                 progress=progress,
+                scheduler=build_scheduler(config, optimizer, len(loader)),
             )
         )
+
+
+def clip_statistics(
+    store_path, rows: list[int], data: FeatureTensors | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (unbiased, at least 1e-3) of the real clips of `rows` (view 0), in float64
+    whether read from the store or from memory (the same numbers either way)."""
+    if data is not None:
+        arrays = [data.features[row, 0, : int(data.clips[row])].cpu().numpy() for row in rows]
+    else:
+        with FeatureStore(store_path) as store:
+            arrays = [store.features(row, 0).astype(np.float32) for row in rows]
+    clips = np.concatenate(arrays).astype(np.float64)
+    mean = clips.mean(axis=0)
+    std = clips.std(axis=0, ddof=1) if len(clips) > 1 else np.ones_like(mean)
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.maximum(std, 1e-3)).float()
 
 
 @contextmanager

@@ -24,8 +24,8 @@ from aqa_cli.data.samplers import EpochTagged
 from aqa_cli.evaluation.metrics import metrics
 from aqa_cli.evaluation.plots import plot_training_curves
 from aqa_cli.evaluation.predict import Predictions
-from aqa_cli.models.heads import AGGREGATIONS, AQAHead
-from aqa_cli.training.config import LOSSES, TrainConfig
+from aqa_cli.models.heads import AGGREGATIONS, AQAHead, AQAOutput
+from aqa_cli.training.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import Distributed
 from aqa_cli.util.safe_output import atomic_write, writer_lock
@@ -65,26 +65,79 @@ class TrainResult:
 
 
 def loss_fn(kind: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """The paper's L1 + L2 on the final score (or either alone)."""
+    """The paper's L1 + L2 on the final score (or either alone; `mse` is `l2`)."""
     error = pred - true
     l1, l2 = error.abs().mean(), error.pow(2).mean()
-    return {"l1+l2": l1 + l2, "l1": l1, "l2": l2}[kind]
+    return {"l1+l2": l1 + l2, "l1": l1, "l2": l2, "mse": l2}[kind]
+
+
+def loss_inputs(head: AQAHead, out: AQAOutput, true: torch.Tensor, difficulty: torch.Tensor):
+    """(predicted, true) as the loss sees them: the final scores for avg and wd; for the long heads the
+    quality (the score over the difficulty, where the head uses it) mapped to [0, 1] by the training
+    split's quality range, the units they are trained in."""
+    if not head.is_long:
+        return out.score.float(), true
+    true = true.to(out.quality.device).float()
+    if head.use_difficulty:
+        difficulty = difficulty.to(true.device).float()
+        known = torch.isfinite(difficulty) & (difficulty > 0)
+        true = torch.where(known, true / torch.where(known, difficulty, 1.0), true)
+    return head.normalized_quality(out.quality.float()), head.normalized_quality(true)
 
 
 def check_optimisation(config: TrainConfig) -> None:
-    """Settings of the heads and the optimiser, shared by end-to-end and cached-feature training."""
+    """Settings of the heads and the optimiser, shared by end-to-end and cached-feature training (on a
+    config whose head defaults are resolved: `training.config.resolve_head_defaults`)."""
     if config.loss not in LOSSES:
         raise AqaError(f"unknown --loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise AqaError(f"unknown --optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        raise AqaError(f"unknown --schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if config.batch_size < 1 or config.accumulate < 1 or config.epochs < 1:
         raise AqaError("--batch-size, --accumulate and --epochs must be at least 1")
-    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction"):
+    if config.warmup < 0 or config.clip_crop < 0:
+        raise AqaError("--warmup and --clip-crop must be at least 0")
+    if config.folds == 1 or config.folds < 0 or (config.folds and not 0 <= config.fold < config.folds):
+        raise AqaError(f"--folds must be 0 (off) or at least 2, and the fold below it (got {config.folds})")
+    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction", "weight_decay", "dropout"):
         value, flag = getattr(config, name), "--" + name.replace("_", "-")
         if not (math.isfinite(value) and value >= 0):
             raise AqaError(f"{flag} must be a finite number >= 0 (got {value})")
-        if name in ("wd_dropout", "val_fraction") and value >= 1:
+        if name in ("wd_dropout", "val_fraction", "dropout") and value >= 1:
             raise AqaError(f"{flag} must be below 1 (got {value})")
     if config.agg not in AGGREGATIONS:
         raise AqaError(f"unknown aggregation {config.agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def build_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """`config.optimizer` over the parameter groups (each with its lr), with `config.weight_decay`."""
+    decay = config.weight_decay
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=decay)
+    return torch.optim.Adam(groups, weight_decay=decay)
+
+
+def build_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Per optimisation step: linear warm-up over `config.warmup` epochs, then constant or a cosine decay
+    to 0 at the last step. None for a constant schedule without warm-up (the paper's: nothing to step)."""
+    if config.schedule == "constant" and config.warmup == 0:
+        return None
+    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
+    total, warm = steps_per_epoch * config.epochs, steps_per_epoch * config.warmup
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def open_run(config: TrainConfig, resume: bool, default_dir: Path) -> tuple[Path, dict | None]:
@@ -117,6 +170,7 @@ class TrainingRun:
     payload_base: dict  # what every checkpoint records besides weights and training state
     state: dict | None  # the checkpoint to resume from
     progress: TrainingProgress | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None  # stepped after every optimizer step
 
 
 def run_epochs(loop: TrainingRun) -> TrainResult:
@@ -140,6 +194,8 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
+        if loop.scheduler is not None and state.get("scheduler") is not None:
+            loop.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], loop.device)
         metrics_rows, best, start_epoch = state["metrics"], state["best"], state["epoch"] + 1
     if distributed.is_main:
@@ -168,6 +224,8 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                if loop.scheduler is not None:
+                    loop.scheduler.step()
             if not math.isfinite(loss.item()):
                 raise AqaError(
                     f"the loss became {loss.item()} at epoch {epoch} step {step}; lower --lr or use --precision fp32"
@@ -195,6 +253,7 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
+                    "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
                     "rng": rng_state(loop.device),
                     "epoch": epoch,
                     "metrics": metrics_rows,
@@ -216,13 +275,31 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
 
 def start_regressor_at_mean_quality(head: AQAHead, scores: np.ndarray, difficulties: np.ndarray) -> None:
     """Start the regressor's bias at the mean training quality (score / difficulty), not at 0: the
-    first epochs then learn differences between dives instead of the scale of the scores."""
+    first epochs then learn differences between dives instead of the scale of the scores. A long head
+    (attn, gdlt) instead records the training qualities' range, which its [0, 1] output is scaled to."""
     if head.use_difficulty:
         scores = np.where(
             np.isfinite(difficulties), scores / np.where(difficulties > 0, difficulties, 1), scores
         )
+    if head.is_long:
+        head.set_quality_range(float(np.min(scores)), float(np.max(scores)))
+        return
     with torch.no_grad():
         head.regressor.bias.fill_(float(np.mean(scores)))
+
+
+def training_range(scores: np.ndarray, difficulties: np.ndarray, use_difficulty: bool) -> dict:
+    """The training split's score and quality (score / difficulty, where the model uses it) ranges, as
+    recorded in checkpoints: `aqa score` says when a prediction lies outside them."""
+    scores = np.asarray(scores, dtype=np.float64)
+    quality = scores
+    if use_difficulty:
+        known = np.isfinite(difficulties) & (difficulties > 0)
+        quality = np.where(known, scores / np.where(known, difficulties, 1), scores)
+    return {
+        "score": [float(np.min(scores)), float(np.max(scores))],
+        "quality": [float(np.min(quality)), float(np.max(quality))],
+    }
 
 
 def _better_on_validation(row: dict, best: dict) -> bool:
