@@ -152,3 +152,27 @@ def test_ridge_recovers_a_linear_rule() -> None:
     assert bias == pytest.approx(7.0)
     shrunk, _ = ridge_fit(x, y, 1e4)
     assert np.abs(shrunk).sum() < np.abs(weights).sum() / 5
+
+
+def test_ridge_without_a_validation_split_chooses_its_penalty_by_folds_inside_train(tmp_path: Path) -> None:
+    """Quality is a linear function of the mean clip features: ridge finds it with its penalty chosen by
+    5 folds of the 30 training videos when no validation split is held out (test is only predicted)."""
+    from aqa_cli.evaluation.ridge import ridge_baseline
+    from aqa_cli.pipelines.import_features import import_features
+
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=8)
+    lines = ["id,score,split"]
+    (tmp_path / "feats").mkdir()
+    for k in range(40):
+        clips = rng.normal(size=(2 + k % 4, 8)) + rng.normal(size=8)
+        np.save(tmp_path / "feats" / f"v{k}.npy", clips.astype(np.float32))
+        lines.append(
+            f"v{k},{50 + 5 * clips.mean(axis=0) @ direction:.4f},{'test' if k % 4 == 3 else 'train'}"
+        )
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    features = str(import_features(tmp_path, tmp_path / "f.h5").out)
+    by_folds = ridge_baseline(features, "score", 0.0, seed=0)
+    on_validation = ridge_baseline(features, "score", 0.25, seed=0)
+    assert by_folds["rho"] > 0.9 and on_validation["rho"] > 0.8
+    assert by_folds != on_validation  # fitted on all 30 training videos, not on 22

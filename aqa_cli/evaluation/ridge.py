@@ -3,42 +3,66 @@ standardized clip features, quality x difficulty where the store has difficultie
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from aqa_cli.data.splits import labelled_splits
+from aqa_cli.data.splits import FOLD_SEED, labelled_splits
 from aqa_cli.evaluation.metrics import metrics, score_span
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.util.errors import AqaError
 
 RIDGE_LAMBDAS = tuple(10.0**k for k in range(-2, 6))
 """Ridge penalties tried on standardized mean-pooled features; the best on validation is kept."""
+RIDGE_FOLDS = 5
+"""Folds inside train that choose the penalty when no validation split is held out (fewer, of at least two
+videos each, for a smaller training split)."""
 
 
 def ridge_baseline(features: str, target: str, val_fraction: float, seed: int) -> dict[str, float]:
-    """Test metrics of ridge regression on mean-pooled features (view 0), its penalty chosen on the
-    validation rows that `val_fraction` and `seed` hold out of train (as the heads' runs do)."""
+    """Test metrics of ridge regression on mean-pooled features (view 0). Its penalty is chosen on the
+    validation rows that `val_fraction` and `seed` hold out of train (as the heads' runs do), or, with no
+    validation split, by 5-fold cross-validation inside train, then fitted on all of train."""
     with FeatureStore(features) as store:
         target = target or store.attributes["default_target"]
         rows = labelled_splits(store, target, val_fraction, seed)
-        if not rows["val"]:
-            raise AqaError("the ridge baseline chooses its penalty on validation: set --val-fraction")
         pooled = np.stack([store.features(row).mean(axis=0) for row in range(len(store))])
         scores, difficulty = store.scores(target), store.column("difficulty")
         span = score_span(scores, store.path, target)
     scale = np.where(np.isfinite(difficulty) & (difficulty > 0), difficulty, 1.0)
-    train, val, test = (np.array(rows[split], dtype=int) for split in ("train", "val", "test"))
-    mean, std = pooled[train].mean(axis=0), pooled[train].std(axis=0) + 1e-8
-    standardized = (pooled - mean) / std
+    train, test = (np.array(rows[split], dtype=int) for split in ("train", "test"))
+    if rows["val"]:
+        checks = [(train, np.array(rows["val"], dtype=int))]
+    else:
+        held = _train_folds(train)
+        checks = [(np.setdiff1d(train, fold), fold) for fold in held]
     quality = scores / scale
-    best = None
-    for penalty in RIDGE_LAMBDAS:
-        weights, bias = ridge_fit(standardized[train], quality[train], penalty)
-        predicted = (standardized[val] @ weights + bias) * scale[val]
-        rho = metrics(predicted, scores[val], span)["rho"]
-        if best is None or rho > best[0]:
-            best = (rho, weights, bias)
-    _, weights, bias = best
-    return metrics((standardized[test] @ weights + bias) * scale[test], scores[test], span)
+
+    def fitted(fit_rows: np.ndarray, penalty: float) -> Callable[[np.ndarray], np.ndarray]:
+        mean, std = pooled[fit_rows].mean(axis=0), pooled[fit_rows].std(axis=0) + 1e-8
+        weights, bias = ridge_fit((pooled[fit_rows] - mean) / std, quality[fit_rows], penalty)
+        return lambda rows: (((pooled[rows] - mean) / std) @ weights + bias) * scale[rows]
+
+    def chosen_by(penalty: float) -> float:
+        return float(
+            np.mean([metrics(fitted(fit, penalty)(held), scores[held], span)["rho"] for fit, held in checks])
+        )
+
+    best = max(RIDGE_LAMBDAS, key=chosen_by)  # the first of equals: the smallest penalty
+    return metrics(fitted(train, best)(test), scores[test], span)
+
+
+def _train_folds(train: np.ndarray) -> list[np.ndarray]:
+    """Folds of the training rows (RIDGE_FOLDS, fewer for a small split: at least 2 videos each), drawn
+    by the fixed fold seed of `--folds`."""
+    folds = min(RIDGE_FOLDS, len(train) // 2)
+    if folds < 2:
+        raise AqaError(
+            "the ridge baseline needs a validation split or at least 4 training videos to choose its penalty "
+            "by cross-validation: set --val-fraction"
+        )
+    shuffled = np.random.default_rng(FOLD_SEED).permutation(train)
+    return [np.sort(fold) for fold in np.array_split(shuffled, folds)]
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, float]:

@@ -387,7 +387,8 @@ def markdown_table(summary: list[dict], aggregations: list[str], title: str, res
         lines.append(
             "rho: Spearman's rank correlation on the test split; R-l2: 100 x mean squared error over the "
             "squared score range. Each run selected on its validation split; ridge: closed-form ridge "
-            "regression on mean-pooled clip features, penalty chosen on the same validation split."
+            "regression on mean-pooled clip features, penalty chosen on the same validation split (without "
+            "one: by 5-fold cross-validation inside train)."
         )
     failures = [r for r in results if r.error]
     if failures:

@@ -1,0 +1,97 @@
+"""Head training on cached features: `aqa train --features` against a minimal plain-PyTorch loop.
+
+The case of issue 12: Fis-V (Video Swin-B features, 124-302 clips per video), the paper's `avg` heads,
+batch 2, 320 training videos and 80 validation videos, the same epochs. The reference is
+`heads_reference.Trainer` (all features in one tensor, batches of indices, per-clip layers on the packed
+real clips) configured to the same math as `aqa train`'s avg heads (Adam 1e-4, L1 + L2, all clips, raw
+features, fp32); aqa runs in memory (the default for a store that fits) and with `--stream` (the
+per-sample HDF5 loader). Seconds are training seconds per epoch (aqa: metrics.csv, which also counts the
+per-epoch validation pass), median over the epochs, one thread as aqa uses for heads on a CPU.
+Target: aqa in memory within 1.3x the reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import BIN, log
+from heads_reference import FISV, Config, Trainer, load_fisv
+
+EPOCHS = 5
+TARGET_RATIO = 1.3
+
+
+def run() -> list[dict]:
+    if not FISV.is_dir():
+        return [{"name": "heads on Fis-V", "measure": "not run: ../shared/data/features/fis-v is absent"}]
+    work = Path(__file__).parent / "work" / "heads"
+    work.mkdir(parents=True, exist_ok=True)
+    store = work / "fis-v.features.h5"
+    if not store.exists():
+        subprocess.run(
+            [BIN / "aqa", "features", "import", FISV, "--out", store], check=True, capture_output=True
+        )
+    reference = reference_seconds()
+    in_memory = aqa_seconds(store, work / "memory", [])
+    streamed = aqa_seconds(store, work / "stream", ["--stream"])
+    measure = f"s/epoch, avg heads, batch 2, {EPOCHS} epochs, 320 train / 80 val (median)"
+    return [
+        {
+            "name": "heads on Fis-V, in memory",
+            "measure": measure,
+            "aqa": round(in_memory, 3),
+            "reference": round(reference, 3),
+            "ratio": round(in_memory / reference, 2),
+            "target": f"<= {TARGET_RATIO}",
+            "met": in_memory / reference <= TARGET_RATIO,
+        },
+        {
+            "name": "heads on Fis-V, --stream",
+            "measure": measure,
+            "aqa": round(streamed, 3),
+            "reference": round(reference, 3),
+            "ratio": round(streamed / reference, 2),
+        },
+    ]
+
+
+def reference_seconds() -> float:
+    torch.set_num_threads(1)
+    data = load_fisv()
+    config = Config(
+        head="avg",
+        optimizer="adam",
+        lr=1e-4,
+        weight_decay=0.0,
+        epochs=EPOCHS,
+        batch=2,
+        schedule="constant",
+        crop=None,
+        loss="l1l2",
+        standardize=False,
+    )
+    trainer = Trainer(data, config, "TES", data.train_ids[:320])
+    for _ in range(EPOCHS):
+        trainer.train_epoch()
+        trainer.predict(data.train_ids[320:])  # as aqa validates every epoch
+    log(f"heads: reference {trainer.epoch_seconds}")
+    return statistics.median(trainer.epoch_seconds)
+
+
+def aqa_seconds(store: Path, out: Path, extra: list[str]) -> float:
+    args = [sys.executable, "-m", "aqa_cli", "train", "--features", store, "--agg", "avg", "--target", "TES"]
+    args += ["--epochs", str(EPOCHS), "--batch-size", "2", "--val-fraction", "0.2", "--no-test-curve"]
+    args += ["--device", "cpu", "--out", out, *extra]
+    if out.exists():
+        subprocess.run(["rm", "-rf", out], check=True)
+    started = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    log(f"heads: aqa {' '.join(extra) or 'in memory'} in {time.perf_counter() - started:.1f} s")
+    with open(out / "metrics.csv") as f:
+        return statistics.median(float(row["seconds"]) for row in csv.DictReader(f))
