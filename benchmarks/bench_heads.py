@@ -1,10 +1,10 @@
 """Head training on cached features: `aqa train --features` against a minimal plain-PyTorch loop.
 
-The case of issue 12: Fis-V (Video Swin-B features, 124-302 clips per video), the paper's `avg` heads,
-batch 2, 320 training videos and 80 validation videos, the same epochs. The reference is
+The case of issue 12: Fis-V (Video Swin-B features, 124-302 clips per video), the paper's `avg` heads
+(clip layers 1024-512-256-128, as `models.heads.clip_layer_widths` gives for 1024-d features), batch 2,
+320 training videos and 80 validation videos, the same epochs. The reference is
 `heads_reference.Trainer` (all features in one tensor, batches of indices, per-clip layers on the packed
-real clips) configured to the same math as `aqa train`'s avg heads (Adam 1e-4, L1 + L2, all clips, raw
-features, fp32); aqa runs in memory (the default for a store that fits) and with `--stream` (the
+real clips) configured to the same heads and recipe (Adam 1e-4, L1 + L2, all clips, raw features, fp32); aqa runs in memory (the default for a store that fits) and with `--stream` (the
 per-sample HDF5 loader). Seconds are training seconds per epoch (aqa: metrics.csv, which also counts the
 per-epoch validation pass), median over the epochs, one thread as aqa uses for heads on a CPU.
 Target: aqa in memory within 1.3x the reference.
@@ -66,6 +66,7 @@ def reference_seconds() -> float:
     data = load_fisv()
     config = Config(
         head="avg",
+        head_options={"widths": (512, 256, 128)},  # aqa's clip layers for 1024-d features
         optimizer="adam",
         lr=1e-4,
         weight_decay=0.0,
