@@ -14,6 +14,7 @@ L1 + L2, all clips), the frozen Fis-V research settings for `attn` and `gdlt` (A
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,8 @@ LONG_DEFAULTS = {
     "schedule": "cosine",
     "clip_crop": 64,
 }
+HEAD_DEFAULT_NUMBERS = {name for name, value in PAPER_DEFAULTS.items() if not isinstance(value, str)}
+"""The numeric settings whose sentinel (-1) means "the head's default": a value the user gives is checked."""
 HEAD_DEFAULTS = {
     "avg": PAPER_DEFAULTS,
     "wd": PAPER_DEFAULTS,
@@ -195,4 +198,8 @@ def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
             setattr(config, field.name, float(value))
         elif type(value) is not type(default):
             raise AqaError(f"setting {field.name} = {value!r} should be a {type(default).__name__}")
+    for name in sorted(HEAD_DEFAULT_NUMBERS & set(values)):  # given: never the "head default" sentinel
+        value, least = getattr(config, name), 1 if name in ("epochs", "batch_size") else 0
+        if not (math.isfinite(value) and value >= least):
+            raise AqaError(f"--{name.replace('_', '-')} must be a finite number >= {least} (got {value})")
     return config
