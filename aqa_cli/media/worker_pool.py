@@ -23,8 +23,9 @@ import os
 import signal
 import sys
 import time
+import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
@@ -149,7 +150,8 @@ class WorkerPool:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(target=_serve, args=(theirs, os.getpid()), daemon=True)
         try:
-            process.start()
+            with _caller_script_hidden():
+                process.start()
         finally:
             theirs.close()
         return _Worker(process, ours)
@@ -194,6 +196,24 @@ class WorkerPool:
                     return
         except (EOFError, OSError):
             return  # it died mid-message; the sentinel check handles it
+
+
+@contextlib.contextmanager
+def _caller_script_hidden() -> Iterator[None]:
+    """Start a worker without running the caller's script in it.
+
+    A spawned child normally re-runs the parent's main script (as `__mp_main__`) so that functions
+    defined there unpickle; a plain `python api.py` without an `if __name__ == "__main__":` guard would
+    then run its whole pipeline again in every worker. Workers here run only aqa_cli's own module-level
+    functions, so while a worker starts, `__main__` is a bare module with neither a spec nor a file,
+    from which multiprocessing prepares nothing to re-run.
+    """
+    caller = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = caller
 
 
 def _release(worker: _Worker) -> None:
