@@ -16,8 +16,10 @@ from aqa_cli.pipelines.options import (
     ExperimentGrid,
     ExtractOptions,
     PreprocessOptions,
+    StreamExtractOptions,
 )
 from aqa_cli.training.config import TrainConfig, head_default_text
+from aqa_cli.util.errors import AqaError
 
 AGG_HELP = (
     "Clip aggregation: wd (Weight-Decider), avg (the paper's), attn (attention pooling) or gdlt "
@@ -243,13 +245,25 @@ def merge(
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the videos and manifest.csv into.")],
     videos: Annotated[int, typer.Option(help="How many videos.")] = 48,
-    frames: Annotated[int, typer.Option(help="Frames per video.")] = 110,
+    frames: Annotated[int, typer.Option(help="Frames per video (with --long: the longest program).")] = 110,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    long: Annotated[
+        bool,
+        typer.Option(
+            "--long",
+            help="Long programs of different lengths (frames/3 to --frames) whose score is the quality of "
+            "1 to 3 short elements at random times, listed in elements.json: a model must find them.",
+        ),
+    ] = False,
 ) -> None:
-    """Write a small synthetic diving dataset whose score is visible in the motion."""
-    from aqa_cli.media.synth import write_synthetic_dataset
+    """Write a small synthetic diving dataset whose score is visible in the motion (or, with --long,
+    synthetic long programs)."""
+    from aqa_cli.media.synth import write_synthetic_dataset, write_synthetic_programs
 
-    manifest = write_synthetic_dataset(out_dir, n_videos=videos, n_frames=frames, seed=seed)
+    if long:
+        manifest = write_synthetic_programs(out_dir, videos, max(16, frames // 3), frames, seed)
+    else:
+        manifest = write_synthetic_dataset(out_dir, n_videos=videos, n_frames=frames, seed=seed)
     typer.echo(f"wrote {videos} videos and {manifest}")
 
 
@@ -478,6 +492,37 @@ def train(
 
 @app.command()
 def extract(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="With --recipe: raw videos, as `aqa preprocess` takes them (a folder, a CSV manifest with "
+            "scores and splits, a dataset root). Without it: a video store (as --store)."
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Extract from raw video with this feature recipe (e.g. vst-k600, i3d-core, r3d_18): no "
+            "frames are written, memory stays flat in video length."
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="With --recipe: frames between clip starts. (default: the recipe's, or --clip)"),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="With --recipe: K/N, extract only every N-th video starting at K (0-based); join the "
+            "shards with `aqa features merge`."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help=f"With --recipe: seconds a video may decode without progress. (default: {DEFAULT_TIMEOUT:g})"
+        ),
+    ] = None,
     store: Annotated[
         str | None,
         typer.Option(help=f"Video store to extract from. (default: {shown(ExtractOptions, 'store')})"),
@@ -547,19 +592,60 @@ def extract(
         typer.Option(help=f"Frame loading processes. (default: {shown(ExtractOptions, 'workers')})"),
     ] = None,
 ) -> None:
-    """Run a frozen backbone over a video store once: per-clip features to a feature store (resumable).
+    """Run a frozen backbone once: per-clip features to a feature store (resumable).
 
-    Rerun the same command to continue an interrupted extraction; an up-to-date store is left as it is.
+    With --recipe, from raw videos of any length (decoded in worker processes, never stored); without it,
+    over a video store with the paper's ResNet windows. Rerun the same command to continue an interrupted
+    extraction; an up-to-date store is left as it is.
     """
     given = {key: value for key, value in locals().items() if value is not None}
     from aqa_cli.cli.output import print_extract_report, sample_progress
+
+    if recipe is not None:
+        _extract_with_recipe(given)
+        return
     from aqa_cli.pipelines.extract import extract_features
 
+    recipe_only = sorted({"stride", "shard", "timeout"} & given.keys())
+    if recipe_only:
+        raise AqaError(
+            f"--{recipe_only[0]} applies to extraction with --recipe; add --recipe NAME or drop it"
+        )
+    if "source" in given:
+        if "store" in given:
+            raise AqaError("give the video store once: as SOURCE or as --store")
+        given["store"] = given.pop("source")
     options = ExtractOptions(**given)
     _fetch_named(options.weights)
     with sample_progress("extract") as advance:
         report = extract_features(options, advance)
     print_extract_report(report)
+
+
+def _extract_with_recipe(given: dict) -> None:
+    from aqa_cli.cli.output import print_stream_extract_report, sample_progress
+    from aqa_cli.pipelines.stream_extract import extract_from_videos
+
+    video_store_only = sorted(
+        given.keys() - {f.name for f in dataclasses.fields(StreamExtractOptions)} - {"store"}
+    )
+    if video_store_only:
+        name = video_store_only[0].replace("_", "-")
+        raise AqaError(
+            f"--{name} sets the paper's video-store extraction; the recipe decides it with --recipe"
+        )
+    if "store" in given or "source" not in given:
+        raise AqaError(
+            "--recipe reads raw videos: give them as SOURCE (a folder, a CSV manifest or a dataset root); a "
+            "video store holds frames already shrunk to 171x128, so extract it without --recipe"
+        )
+    options = StreamExtractOptions(**given)
+    _fetch_named(options.weights)
+    with sample_progress("extract") as advance:
+        report = extract_from_videos(options, advance)
+    print_stream_extract_report(report)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @features_app.command("import")
@@ -594,6 +680,22 @@ def features_import(
 
     column_names = [name.strip() for name in columns.split(",")] if columns else None
     print_import_report(import_features(source, out, labels, features_dir, column_names, dtype))
+
+
+@features_app.command("merge")
+def features_merge(
+    shards: Annotated[
+        list[Path], typer.Argument(help="Feature stores written with --recipe ... --shard K/N.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged feature store to write.")],
+) -> None:
+    """Join the shards of a recipe extraction into one feature store, in source order."""
+    from aqa_cli.cli.output import print_feature_summary
+    from aqa_cli.stores.feature_store import summarize_features
+    from aqa_cli.stores.merge import merge_feature_stores
+
+    merge_feature_stores(shards, out)
+    print_feature_summary(summarize_features(out), as_json=False)
 
 
 @features_app.command("info")

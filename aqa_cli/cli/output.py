@@ -401,6 +401,33 @@ def print_extract_report(report) -> None:
     console.print(f"train the heads with: aqa train --features {report.out}", highlight=False)
 
 
+def print_stream_extract_report(report) -> None:
+    """`aqa extract --recipe`: the store written (or up to date), the recipe and weights, each failure."""
+    if report.up_to_date:
+        console.print(f"{report.out} is up to date ({report.samples} videos); nothing to do", highlight=False)
+        return
+    if report.written:
+        console.print(
+            f"wrote {report.out}: {report.samples} videos ({report.computed} extracted now, {report.reused} "
+            f"found done) in {report.seconds:.1f} s",
+            highlight=False,
+        )
+        weights = report.attributes["weights"]
+        sha = weights.get("sha256") or weights.get("weights_sha256") or ""
+        console.print(
+            f"recipe: {report.attributes['recipe']['name']}; weights {weights.get('name', '')} {sha[:16]}",
+            highlight=False,
+        )
+    else:
+        console.print(f"no video could be extracted: no store written at {report.out}", highlight=False)
+    for sample_id, reason in _rarest_first(report.failed)[:MAX_LISTED_FAILURES]:
+        console.print(f"[red]failed[/red] {sample_id}: {reason}", markup=True, highlight=False)
+    if len(report.failed) > MAX_LISTED_FAILURES:
+        console.print(f"... and {len(report.failed) - MAX_LISTED_FAILURES} more", highlight=False)
+    if report.written:
+        console.print(f"train the heads with: aqa train --features {report.out}", highlight=False)
+
+
 def print_import_report(report) -> None:
     splits = ", ".join(f"{count} {split}" for split, count in report.splits.items())
     console.print(

@@ -119,3 +119,40 @@ def plot_experiment(summary: list[dict], aggregations: list[str], title: str, pa
     _save(figure, path)
     plt.close(figure)
     return path
+
+
+def plot_timeline(
+    clips: list[dict], thumbnails: list[tuple[int, np.ndarray]], title: str, path: Path
+) -> Path:
+    """Each clip's weight as a bar over its [start, end] seconds, and below the axis the middle frames of
+    the most weighted clips (`thumbnails`: (clip, frame)), each linked to its bar by its time."""
+    plt = _pyplot()
+    if plt is None:
+        raise AqaError("--explain needs matplotlib: pip install 'aqa-cli[plots]' (or matplotlib)")
+    shown = max(1, len(thumbnails))
+    figure = plt.figure(figsize=(max(7.0, 2.2 * shown), 4.6))
+    grid = figure.add_gridspec(2, shown, height_ratios=[1.4, 1])
+    axis = figure.add_subplot(grid[0, :])
+    starts = np.array([clip["start"] for clip in clips])
+    ends = np.array([clip["end"] for clip in clips])
+    weights = np.array([clip["weight"] for clip in clips])
+    top = {k for k, _ in thumbnails}
+    colours = ["tab:orange" if k in top else "tab:blue" for k in range(len(clips))]
+    axis.bar(starts, weights, width=np.maximum(ends - starts, 1e-3), align="edge", color=colours)
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("clip weight")
+    axis.set_xlim(float(starts.min()), float(ends.max()))
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="y", alpha=0.3)
+    for column, (k, frame) in enumerate(thumbnails):
+        picture = figure.add_subplot(grid[1, column])
+        picture.imshow(frame)
+        picture.set_xticks([])
+        picture.set_yticks([])
+        picture.set_xlabel(
+            f"{clips[k]['start']:.1f}-{clips[k]['end']:.1f} s, weight {clips[k]['weight']:.3f}"
+        )
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+    return path

@@ -25,16 +25,23 @@ A video that cannot be decoded becomes an entry with an `error` line; the others
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aqa_cli.checkpoints.io import find_checkpoint
-from aqa_cli.checkpoints.restore import TrainedModel, load_trained_model
+from aqa_cli.checkpoints.io import find_checkpoint, load_checkpoint
+from aqa_cli.checkpoints.restore import TrainedModel, trained_model_from
 from aqa_cli.data.windows import check_window, select_window
 from aqa_cli.evaluation.plots import plot_clip_explanation
+from aqa_cli.evaluation.score_common import (
+    TIMES_DIFFICULTY,
+    difficulty_per_video,
+    explanation_paths,
+    failure_entry,
+    score_fields,
+)
+from aqa_cli.evaluation.score_recipe import score_with_recipe
 from aqa_cli.media.clips import ClipShape, decode_clip
 from aqa_cli.models.normalization import model_input
 from aqa_cli.util.errors import AqaError
@@ -42,7 +49,6 @@ from aqa_cli.util.runtime import resolve_device
 
 WEIGHT_DECIDER, UNIFORM = "weight-decider", "uniform"
 PER_CLIP = {"attn": "attention", "gdlt": "grade-query attention"}
-TIMES_DIFFICULTY = "quality x difficulty"
 
 
 def score_videos(
@@ -58,7 +64,11 @@ def score_videos(
     (weight-decider or uniform), clips (window_frames, source_frames, weight each) and explanation (the
     PNG, with `explain`); or path, checkpoint and `error` (one line) for a video that cannot be read."""
     per_video = difficulty_per_video(difficulties, len(videos))
-    trained = load_trained_model(find_checkpoint(run, checkpoint))
+    path = find_checkpoint(run, checkpoint)
+    payload = load_checkpoint(path)
+    if payload.get("extraction") is not None:  # heads on a recipe's features: any length, timed clips
+        return score_with_recipe(videos, per_video, payload, path, device, explanation_paths(explain, videos))
+    trained = trained_model_from(payload, path)
     store = trained.store
     shape = ClipShape(store["frames"], store["width"], store["height"])
     window = check_window(trained.window, shape.frames, shape.height, shape.width, trained.path)
@@ -68,11 +78,13 @@ def score_videos(
         try:
             frames, indices, meta = decode_clip(video, shape, store["fit"])
         except AqaError as exc:
-            results.append(_failure(video, trained, str(exc)))
+            results.append(failure_entry(video, trained.path, str(exc)))
             continue
         except Exception as exc:  # noqa: BLE001 - one unreadable video must not stop the others
             results.append(
-                _failure(video, trained, f"unexpected {type(exc).__name__} while decoding {video}: {exc}")
+                failure_entry(
+                    video, trained.path, f"unexpected {type(exc).__name__} while decoding {video}: {exc}"
+                )
             )
             continue
         clip = select_window(frames, window, rng=None)
@@ -86,38 +98,6 @@ def score_videos(
             result["explanation"] = str(_explain(clip, result, trained.model.clip_len, png))
         results.append(result)
     return results
-
-
-def difficulty_per_video(difficulties: list[float], count: int) -> list[float | None]:
-    """None for every video, one value for all, or one per video."""
-    for value in difficulties:
-        if not (math.isfinite(value) and value > 0):
-            raise AqaError(f"--difficulty {value} is not a positive number (a dive's degree of difficulty)")
-    if not difficulties:
-        return [None] * count
-    if len(difficulties) == 1:
-        return difficulties * count
-    if len(difficulties) != count:
-        raise AqaError(
-            f"{len(difficulties)} --difficulty values for {count} videos: give one for all or one per video"
-        )
-    return list(difficulties)
-
-
-def explanation_paths(explain: Path | None, videos: list[Path]) -> list[Path | None]:
-    """`--explain PNG` as given for one video; for several, PNG_stem-<video stem>.png beside it (a video
-    stem that comes twice gets its position appended)."""
-    if explain is None:
-        return [None] * len(videos)
-    if len(videos) == 1:
-        return [explain]
-    paths: list[Path | None] = []
-    for position, video in enumerate(videos, 1):
-        path = explain.with_name(f"{explain.stem}-{video.stem}{explain.suffix}")
-        if path in paths:
-            path = explain.with_name(f"{explain.stem}-{video.stem}-{position}{explain.suffix}")
-        paths.append(path)
-    return paths
 
 
 def _score_clip(
@@ -137,26 +117,9 @@ def _score_clip(
         weights, kind = output.clip_weights[0].float().cpu().numpy(), PER_CLIP[model.head.agg]
     else:
         weights, kind = output.clip_weights[0].float().mean(dim=-1).cpu().numpy(), WEIGHT_DECIDER
-    if not model.head.use_difficulty:
-        score, rule = quality, "quality (this model predicts the final score; difficulty not used)"
-        difficulty = None
-    elif difficulty is None:
-        score, rule = quality, "quality (no difficulty given)"
-    else:
-        score, rule = quality * difficulty, TIMES_DIFFICULTY
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
-    recorded = trained.payload.get("training_range")
-    if rule.startswith("quality (no difficulty"):
-        outside = outside_range(quality, recorded and recorded.get("quality"), "quality")
-    else:
-        outside = outside_range(score, recorded and recorded.get("score"), "score")
     return {
-        "checkpoint": str(trained.path),
-        "quality": quality,
-        "difficulty": difficulty,
-        "score": score,
-        "score_rule": rule,
-        "outside_training_range": outside,
+        **score_fields(trained.payload, trained.path, quality, difficulty, model.head.use_difficulty),
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
         "weights": kind,
         "clips": [
@@ -164,18 +127,6 @@ def _score_clip(
             for k, weight in enumerate(weights)
         ],
     }
-
-
-def outside_range(value: float, recorded: list[float] | None, of: str) -> dict | None:
-    """{of, value, low, high, by} when `value` lies outside the recorded [low, high], else None (also
-    when nothing was recorded)."""
-    if not recorded:
-        return None
-    low, high = recorded
-    if low <= value <= high:
-        return None
-    by = low - value if value < low else value - high
-    return {"of": of, "value": value, "low": low, "high": high, "by": by}
 
 
 def _clip_entry(k: int, clip_len: int, window_indices: np.ndarray, weight: float) -> dict:
@@ -197,7 +148,3 @@ def _explain(clip: np.ndarray, result: dict, clip_len: int, path: Path) -> Path:
     if result["score_rule"] == TIMES_DIFFICULTY:
         title += f" ({result['quality']:.2f} x {result['difficulty']:g})"
     return plot_clip_explanation(frames, [entry["weight"] for entry in result["clips"]], title, path)
-
-
-def _failure(video: Path, trained: TrainedModel, reason: str) -> dict:
-    return {"path": str(video), "checkpoint": str(trained.path), "error": " ".join(reason.split())}

@@ -60,10 +60,18 @@ class VideoDecoder:
     that yields no frame at all should fail here with a clear message.
     """
 
-    def __init__(self, path: str | Path, size: tuple[int, int] | None = FRAME_SIZE, threads: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        size: tuple[int, int] | None = FRAME_SIZE,
+        threads: int = 0,
+        interpolation: Interpolation = INTERPOLATION,
+    ):
         self.path = str(path)
         self.frames_lost = 0
+        self.time: float | None = None  # presentation time (s) of the frame `frames()` yielded last
         self._threads = threads
+        self._interpolation = interpolation
         self._scaler = VideoReformatter()  # frame.reformat() would set up a new swscale context per frame
         self._container = _open(self.path)
         try:
@@ -112,6 +120,7 @@ class VideoDecoder:
         if first is None:
             raise RuntimeError(f"{self.path}: frames() can be iterated only once per VideoDecoder")
         for index, frame in enumerate(chain([first], self._decoded)):
+            self.time = frame.time
             yield index, self._convert(frame) if wanted is None or wanted(index) else None
         if self.info.fps is None:
             self.info.fps = _pts_rate(first, frame, index)
@@ -138,7 +147,7 @@ class VideoDecoder:
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
         width, height = self._scaled
         rgb = self._scaler.reformat(
-            frame, width, height, "rgb24", interpolation=INTERPOLATION, threads=self._threads
+            frame, width, height, "rgb24", interpolation=self._interpolation, threads=self._threads
         ).to_ndarray()
         # to_ndarray() is a view that skips row padding; rot90 is a view too. One copy makes it contiguous.
         return np.ascontiguousarray(np.rot90(rgb, self._quarter_turns))

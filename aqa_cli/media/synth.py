@@ -13,6 +13,7 @@ Same seed, same videos, same manifest. Videos are MPEG-4 Part 2 in .mp4 (any PyA
 from __future__ import annotations
 
 import csv
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,13 +105,83 @@ def _draw_splash(frame, xx, yy, x, phase, flaw) -> None:
     frame[splash & (yy <= WATER_LINE + 2)] = (245, 245, 255)
 
 
-def _encode(path: Path, frames: np.ndarray) -> None:
+def _encode(path: Path, frames: np.ndarray, size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        (stream.width, stream.height), stream.pix_fmt = size, "yuv420p"
         stream.options = {"qscale": "3"}
         for rgb in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+LONG_SIZE = (64, 48)  # (width, height) of the long programs: small, so that they extract in seconds
+ELEMENT_FRAMES = 16
+
+
+def write_synthetic_programs(
+    out_dir: Path, n_videos: int = 40, min_frames: int = 80, max_frames: int = 240, seed: int = 0
+) -> Path:
+    """Long programs whose score comes from a few short elements at random times.
+
+    A skater (a dark bar) glides back and forth over the ice for a random length; 1 to 3 elements of
+    `ELEMENT_FRAMES` frames each appear at random times, each a disc whose size is its quality q (a
+    small red one is a fall). The score is 10 x the mean quality of the program's elements, so it is
+    independent of the length and of the number of elements: a model must find the elements. Writes
+    the videos, `manifest.csv` (path,score,difficulty,split,id; difficulty empty) and `elements.json`
+    (id -> [[start s, end s], ...] of its elements). Same seed, same bytes."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows, elements = [], {}
+    for i in range(n_videos):
+        length = int(rng.integers(min_frames, max_frames + 1))
+        count = int(rng.integers(1, 4))
+        slots = rng.choice(length // ELEMENT_FRAMES, size=min(count, length // ELEMENT_FRAMES), replace=False)
+        starts = sorted(int(slot) * ELEMENT_FRAMES + int(rng.integers(0, 4)) for slot in slots)
+        starts = [min(start, length - ELEMENT_FRAMES) for start in starts]
+        qualities = rng.uniform(0.0, 1.0, len(starts))
+        name = f"program_{i:03d}"
+        _encode(out_dir / f"{name}.mp4", render_program(length, starts, qualities, rng), LONG_SIZE)
+        split = "test" if i % TEST_EVERY == TEST_EVERY - 1 else "train"
+        rows.append(
+            {
+                "path": f"{name}.mp4",
+                "score": f"{10 * qualities.mean():.3f}",
+                "difficulty": "",
+                "split": split,
+                "id": name,
+            }
+        )
+        elements[name] = [[start / 25, (start + ELEMENT_FRAMES) / 25] for start in starts]
+    manifest = out_dir / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "score", "difficulty", "split", "id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "elements.json").write_text(json.dumps(elements, indent=1) + "\n")
+    return manifest
+
+
+def render_program(
+    length: int, starts: list[int], qualities: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """(length, 48, 64, 3) uint8 frames: the gliding skater, and a disc per element."""
+    width, height = LONG_SIZE
+    ice = np.clip(rng.normal(215, 5, (height, width, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = np.empty((length, height, width, 3), np.uint8)
+    phase = rng.uniform(0, 2 * np.pi)
+    for t in range(length):
+        frame = ice.copy()
+        x = width / 2 + (width / 2 - 8) * np.sin(2 * np.pi * t / 60 + phase)
+        frame[(np.abs(xx - x) < 2) & (yy > height // 2 - 8) & (yy < height // 2 + 8)] = (40, 40, 60)
+        for start, quality in zip(starts, qualities, strict=True):
+            if start <= t < start + ELEMENT_FRAMES:
+                radius = 3 + 14 * quality
+                colour = (240, 180, 20) if quality >= 0.25 else (220, 20, 20)
+                frame[(xx - x) ** 2 + (yy - height / 2) ** 2 < radius**2] = colour
+        frames[t] = frame
+    return frames

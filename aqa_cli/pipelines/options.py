@@ -57,6 +57,25 @@ class ExtractOptions:
         return store.with_name(f"{store.stem}-{self.conv}{self.depth}-clip{self.clip}{suffix}.features.h5")
 
 
+@dataclass
+class StreamExtractOptions:
+    """`aqa extract SOURCE --recipe NAME`: raw videos to a recipe's clip features."""
+
+    source: str = ""
+    recipe: str = ""
+    weights: str = ""  # "" = the recipe's default weights; a name or a file in the recipe's layout
+    clip: int | None = None  # None = the recipe's own clip length and stride
+    stride: int | None = None
+    out: str = ""  # "" = data/<source>-<recipe>[.shardKofN].features.h5
+    shard: str | None = None
+    batch_size: int = 4  # clips per forward pass
+    dtype: str = "float32"
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None  # decode processes; None = one per core
+    timeout: float | None = None  # default DEFAULT_TIMEOUT
+
+
 VIDEO_ONLY = {"depth", "conv", "clip", "finetune", "weights", "views"}
 """Grid settings that choose backbones and clips: a grid on a feature store (`features`) has none."""
 

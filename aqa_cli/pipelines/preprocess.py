@@ -131,7 +131,7 @@ def run_preprocess(
     timeout = DEFAULT_TIMEOUT if options.timeout is None else options.timeout
     if not timeout > 0:
         raise AqaError(f"--timeout must be a positive number of seconds (got {timeout:g})")
-    shard_index, shard_count = _parse_shard(options.shard)
+    shard_index, shard_count = parse_shard(options.shard)
     scan, default_name = resolve_source(source, frames, options.fit, options.action)
     if out is None:
         suffix = f".shard{shard_index}of{shard_count}" if shard_count > 1 else ""
@@ -174,7 +174,7 @@ def run_preprocess(
     return report
 
 
-def _parse_shard(shard: str | None) -> tuple[int, int]:
+def parse_shard(shard: str | None) -> tuple[int, int]:
     if not shard:
         return 0, 1
     try:

@@ -3,7 +3,9 @@
 Layout (docs/FORMAT.md): `/features` (N, views, max clips, dim) float16 or float32, one compressed chunk
 per sample, zero-padded past each sample's clip count `/samples/clips`; labels under `/samples/` and
 `/scores/`; how the features were made (backbone and its weights' fingerprint, window, source store) in
-root attributes. Files are written atomically (`atomic_output`), and contain no timestamps, so the same
+root attributes. Stores extracted from raw video with a recipe add `/samples/clip_start` and
+`/samples/clip_end` (N, max clips) seconds, zero-padded like the features, `/samples/index` (position in
+the source, for merging shards) and the `recipe` and `weights` attributes. Files are written atomically (`atomic_output`), and contain no timestamps, so the same
 inputs give the same bytes.
 
 """
@@ -27,7 +29,16 @@ from aqa_cli.util.safe_output import atomic_output
 FORMAT_NAME = FEATURE_STORE_FORMAT
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
-JSON_ATTRIBUTES = ("score_columns", "window", "views", "backbone", "video_store", "source")
+JSON_ATTRIBUTES = (
+    "score_columns",
+    "window",
+    "views",
+    "backbone",
+    "video_store",
+    "source",
+    "recipe",
+    "weights",
+)
 """Root attributes stored as JSON text."""
 
 
@@ -106,6 +117,13 @@ class FeatureStore:
         imported features."""
         return self.attributes.get("backbone")
 
+    def clip_times(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(starts, ends) in seconds of one sample's clips, or None for a store that records no times."""
+        if "clip_start" not in self.file["samples"]:
+            return None
+        clips = int(self.file["samples/clips"][row])
+        return self.file["samples/clip_start"][row, :clips], self.file["samples/clip_end"][row, :clips]
+
     def column(self, name: str) -> np.ndarray:
         data = self.file["samples"][name]
         return data.asstr()[()] if data.dtype.kind == "O" else data[()]
@@ -169,11 +187,12 @@ def write_feature_store(
     shape: tuple[int, int, int],
     dtype: str,
     blocks: Iterable[np.ndarray],
+    columns: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write a feature store atomically, one block of rows at a time (memory stays
     at one block). `shape` is (views, max clips, dim); each block is (rows, views, <= max clips, dim),
     in row order, padded here with zeros. `attributes` are JSON-able; those in JSON_ATTRIBUTES are stored
-    as JSON text."""
+    as JSON text. `columns` are further per-sample arrays stored under `/samples/` (e.g. clip times)."""
     views, max_clips, dim = shape
     count = len(labels.ids)
     options = {"track_times": False}
@@ -205,14 +224,18 @@ def write_feature_store(
             row += len(block)
         if row != count:
             raise AqaError(f"internal error: {row} feature rows written for {count} samples")
-        columns = {
+        stored = {
             "samples/id": (labels.ids, TEXT),
             "samples/split": (labels.splits, TEXT),
             "samples/clips": (clips, np.int32),
             "samples/difficulty": (labels.difficulty, np.float64),
             **{f"scores/{name}": (values, np.float64) for name, values in labels.scores.items()},
+            **{
+                f"samples/{name}": (values, np.asarray(values).dtype)
+                for name, values in (columns or {}).items()
+            },
         }
-        for name, (values, kind) in columns.items():
+        for name, (values, kind) in stored.items():
             data = np.array(values, dtype=object if kind is TEXT else kind)
             f.create_dataset(name, data=data, dtype=kind, **options)
 

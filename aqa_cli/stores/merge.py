@@ -1,4 +1,5 @@
-"""`aqa merge`: one store over shard stores written with `aqa preprocess --shard K/N`, without copying frames."""
+"""`aqa merge`: one store over shard stores written with `aqa preprocess --shard K/N`, without copying frames;
+`aqa features merge`: one feature store over the shards of `aqa extract --recipe --shard K/N`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from aqa_cli.stores.feature_store import FeatureLabels, FeatureStore, write_feature_store
 from aqa_cli.stores.video_store import (
     CHECKSUMS,
     COLUMNS,
@@ -24,7 +26,7 @@ from aqa_cli.stores.video_store import (
     write_root_attributes,
 )
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.safe_output import atomic_write
+from aqa_cli.util.safe_output import atomic_write, output_lock
 
 
 def merge_stores(shards: Iterable[Path], out: Path) -> None:
@@ -113,3 +115,85 @@ def _merge(shards: list[Path], out: Path) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+SHARD_ATTRIBUTES = ("shard", "samples_sha256", "labels_sha256")
+"""Root attributes of a feature store that differ between the shards of one extraction."""
+
+
+def merge_feature_stores(shards: Iterable[Path], out: Path) -> int:
+    """One feature store over the shards of `aqa extract --recipe --shard K/N`, its rows in source order
+    (`/samples/index`), as an unsharded run writes it. Features are copied one sample at a time. Returns
+    the number of samples."""
+    shards = [Path(s) for s in shards]
+    if not shards:
+        raise AqaError("give at least one shard feature store to merge")
+    with output_lock(out):
+        stores = [FeatureStore(s) for s in shards]
+        try:
+            return _merge_features(stores, out)
+        finally:
+            for store in stores:
+                store.file.close()
+
+
+def _merge_features(stores: list[FeatureStore], out: Path) -> int:
+    settings = []
+    for store in stores:
+        attributes = store.attributes
+        if "index" not in store.file["samples"]:
+            raise AqaError(
+                f"{store.path} records no source positions (/samples/index): only stores of `aqa extract "
+                "--recipe --shard K/N` can be merged"
+            )
+        settings.append({k: v for k, v in attributes.items() if k not in SHARD_ATTRIBUTES})
+    for store, setting in zip(stores, settings, strict=True):
+        if setting != settings[0]:
+            keys = sorted(
+                k for k in setting.keys() | settings[0].keys() if setting.get(k) != settings[0].get(k)
+            )
+            raise AqaError(
+                f"{store.path} and {stores[0].path} were extracted with different settings ({', '.join(keys)}) "
+                "and cannot be merged"
+            )
+    rows = sorted(
+        (int(index), k, row) for k, s in enumerate(stores) for row, index in enumerate(s.column("index"))
+    )
+    ids = [str(stores[k].column("id")[row]) for _, k, row in rows]
+    if len(set(ids)) != len(ids):
+        raise AqaError("sample ids appear in more than one shard: merge each shard once")
+    score_columns = stores[0].score_columns
+    labels = FeatureLabels(
+        ids=ids,
+        splits=[str(stores[k].column("split")[row]) for _, k, row in rows],
+        difficulty=np.array([stores[k].column("difficulty")[row] for _, k, row in rows], dtype=np.float64),
+        scores={c: np.array([stores[k].scores(c)[row] for _, k, row in rows]) for c in score_columns},
+    )
+    clips = np.array([stores[k].column("clips")[row] for _, k, row in rows], dtype=np.int32)
+    most = int(clips.max())
+    columns = {"clip_start": np.zeros((len(rows), most)), "clip_end": np.zeros((len(rows), most))}
+    for position, (_, k, row) in enumerate(rows):
+        starts, ends = stores[k].clip_times(row)
+        columns["clip_start"][position, : clips[position]] = starts
+        columns["clip_end"][position, : clips[position]] = ends
+    columns["index"] = np.array([index for index, _, _ in rows], dtype=np.int64)
+    attributes = {
+        key: value
+        for key, value in stores[0].attributes.items()
+        if key not in ("format", "format_version", "tool_version", "score_columns", "labels_sha256")
+    }
+    attributes.update(shard="", samples_sha256=labels.digest())
+    write_feature_store(
+        out,
+        attributes,
+        labels,
+        clips,
+        (stores[0].view_count, most, stores[0].feature_dim),
+        str(attributes["dtype"]),
+        (
+            stores[k].file["features"][row : row + 1, :, : clips[position]]
+            for position, (_, k, row) in enumerate(rows)
+        ),
+        columns=columns,
+    )
+    return len(rows)

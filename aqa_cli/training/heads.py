@@ -77,6 +77,14 @@ def default_features_run_dir(config: TrainConfig, target: str) -> Path:
     return RUNS_DIR / f"features-{name}-{target}-{config.agg}-{stamp}"
 
 
+def extraction_record(attributes: dict) -> dict | None:
+    """How a feature store extracted from raw video with a recipe made its features (what `aqa score`
+    repeats on a new video); None for other stores."""
+    if attributes.get("recipe") is None:
+        return None
+    return {key: attributes[key] for key in ("recipe", "weights", "dtype", "batch_size", "precision")}
+
+
 def train_heads(
     config: TrainConfig, resume: bool = False, progress: TrainingProgress | None = None
 ) -> TrainResult:
@@ -98,6 +106,7 @@ def train_heads(
             "backbone": store.backbone,
             "window": attributes.get("window"),
             "store": attributes.get("video_store"),
+            "extraction": extraction_record(attributes),
         }
     if not rows["train"]:
         raise AqaError(

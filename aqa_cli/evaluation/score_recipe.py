@@ -1,0 +1,128 @@
+"""`aqa score` for heads trained on a recipe's features: a raw video of any length, extracted exactly as
+the feature store was (`models.streamed.stream_video_features`: the recorded recipe, weights, batch size
+and precision, the features rounded to the store's dtype), then the heads; each clip keeps its start and
+end time, so the weights can be drawn along the performance (`--explain`: `plots.plot_timeline`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aqa_cli.checkpoints.restore import load_head
+from aqa_cli.evaluation.plots import plot_timeline
+from aqa_cli.evaluation.score_common import failure_entry, score_fields
+from aqa_cli.media.decoder import VideoDecoder
+from aqa_cli.media.sources.base import Sample
+from aqa_cli.models.recipes import Recipe, build_feature_network, clip_starts, select_frames
+from aqa_cli.models.streamed import VideoFeatures, stream_video_features
+from aqa_cli.util.errors import AqaError
+from aqa_cli.util.runtime import resolve_device
+
+THUMBNAILS = 4  # the most weighted clips shown under the timeline
+THUMBNAIL_WIDTH = 160
+
+
+def recorded_network(extraction: dict, path: Path):
+    """The recipe and its network as the feature store recorded them; weights whose sha256 differs from
+    the recorded one are refused."""
+    recipe = Recipe.from_dict(extraction["recipe"])
+    recorded = extraction["weights"]
+    network, weights = build_feature_network(recipe, recorded.get("source") or "default")
+    if weights.get("sha256") != recorded.get("sha256"):
+        raise AqaError(
+            f"{path}: its features were extracted with weights sha256 {recorded.get('sha256')}, but "
+            f"{recorded.get('source') or 'the default weights'} now gives {weights.get('sha256')}; restore "
+            "that file"
+        )
+    return recipe, network.eval()
+
+
+def score_with_recipe(
+    videos: list[Path],
+    difficulties: list[float | None],
+    payload: dict,
+    path: Path,
+    device: str,
+    explain: list[Path | None],
+) -> list[dict]:
+    """One result per video (see `score.score_videos`): path, frames, frames_lost, fps, recipe, the score
+    fields, weights (their kind) and clips (clip, start, end in seconds, weight); or an `error` entry."""
+    extraction = payload["extraction"]
+    recipe, network = recorded_network(extraction, path)
+    target = resolve_device(device)
+    network.to(target)
+    head = load_head(payload, path).to(target)
+    results = []
+    for video, difficulty, png in zip(videos, difficulties, explain, strict=True):
+        sample = Sample(id=video.stem, source=str(video))
+        try:
+            found = stream_video_features(
+                sample, recipe, network, target, extraction["precision"], int(extraction["batch_size"])
+            )
+        except AqaError as exc:
+            results.append(failure_entry(video, path, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one unreadable video must not stop the others
+            results.append(
+                failure_entry(video, path, f"unexpected {type(exc).__name__} while decoding {video}: {exc}")
+            )
+            continue
+        stored = found.features.astype(extraction["dtype"]).astype(np.float32)  # as the store held them
+        with torch.inference_mode():
+            output = head(torch.from_numpy(stored)[None].to(target), _difficulty(difficulty, target))
+        weights = _clip_weights(output.clip_weights, len(stored))
+        result = {
+            "path": str(video),
+            "frames": found.frames,
+            "frames_lost": found.frames_lost,
+            "fps": found.fps,
+            "recipe": recipe.name,
+            **score_fields(payload, path, float(output.quality[0]), difficulty, head.use_difficulty),
+            "weights": weights[1],
+            "clips": [
+                {"clip": k, "start": float(start), "end": float(end), "weight": float(weight)}
+                for k, (start, end, weight) in enumerate(
+                    zip(found.clip_start, found.clip_end, weights[0], strict=True)
+                )
+            ],
+        }
+        if png is not None:
+            result["explanation"] = str(_timeline(video, recipe, found, result, png))
+        results.append(result)
+    return results
+
+
+def _difficulty(difficulty: float | None, device) -> torch.Tensor:
+    return torch.tensor([np.nan if difficulty is None else difficulty], dtype=torch.float32, device=device)
+
+
+def _clip_weights(clip_weights: torch.Tensor | None, clips: int) -> tuple[np.ndarray, str]:
+    if clip_weights is None:
+        return np.full(clips, 1 / clips), "uniform"
+    if clip_weights.dim() == 2:
+        return clip_weights[0].float().cpu().numpy(), "per clip"
+    return clip_weights[0].float().mean(dim=-1).cpu().numpy(), "weight-decider"  # averaged over channels
+
+
+def _timeline(video: Path, recipe: Recipe, found: VideoFeatures, result: dict, png: Path) -> Path:
+    """The weights along the time axis, with the middle frames of the most weighted clips (decoded again,
+    only those frames, at a thumbnail's size)."""
+    weights = np.array([clip["weight"] for clip in result["clips"]])
+    top = sorted(np.argsort(-weights, kind="stable")[:THUMBNAILS].tolist())
+    selected = np.asarray(select_frames(recipe, found.frames))
+    starts = clip_starts(recipe, selected)
+    middles = {int(selected[int(starts[k]) + recipe.clip // 2]): k for k in top}
+    thumbnails: dict[int, np.ndarray] = {}
+    with VideoDecoder(video, None) as probe:
+        width, height = probe.info.width, probe.info.height
+    size = (THUMBNAIL_WIDTH, max(2, round(THUMBNAIL_WIDTH * height / width / 2) * 2))
+    with VideoDecoder(video, size) as decoder:
+        for index, frame in decoder.frames(wanted=middles.__contains__):
+            if frame is not None:
+                thumbnails[middles[index]] = frame
+            if len(thumbnails) == len(middles):
+                break
+    title = f"{video.name}: score {result['score']:.2f} ({recipe.name}, {len(weights)} clips)"
+    return plot_timeline(result["clips"], [(k, thumbnails[k]) for k in top if k in thumbnails], title, png)

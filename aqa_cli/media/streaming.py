@@ -1,0 +1,186 @@
+"""Raw video to a recipe's frames in bounded chunks, for `aqa extract --recipe` (torch-free: it runs in the
+decode workers of `media.worker_pool`).
+
+Two kinds of job, each one sample (a whole video, or a `[first, last)` range of one):
+
+* `ProbeWork` says how many frames the sample has and its display size. The count comes from a demux
+  pass (no decoding, so cheap); header counts are never used.
+* `StreamWork` decodes the sample once and sends the frames the recipe selected, already resized and
+  cropped by its spatial plan, as `FrameChunk`s of at most `chunk` frames: a worker holds one chunk, and
+  the pipe to the main process blocks it while the main process is busy, so memory stays flat in the
+  video's length. Decoding counts the frames for real; when that count differs from the probe's (a
+  damaged packet, a codec that packs two frames in one), the job ends with `Recount` instead of
+  `Finished`, and the main process selects again with the true count.
+
+Rotation, variable frame rate and damaged packets are handled by `media.decoder`, as in preprocess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from aqa_cli.media.decoder import VideoDecoder
+from aqa_cli.media.sources.base import VIDEO, Sample
+from aqa_cli.util.errors import AqaError
+
+CHUNK_FRAMES = 16
+
+
+@dataclass(frozen=True)
+class Probe:
+    id: str
+    frames: int  # frames of the sample's range, counted by demuxing
+    width: int  # display-oriented size
+    height: int
+    fps: float | None
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    id: str
+    position: int  # position of its first frame among the selected ones
+    frames: np.ndarray  # (k, h, w, 3) uint8, the spatial plan applied
+    times: np.ndarray  # (k,) presentation time of each frame in seconds (nan where unknown)
+
+
+@dataclass(frozen=True)
+class Finished:
+    id: str
+    frames_lost: int
+    fps: float | None
+
+
+@dataclass(frozen=True)
+class Recount:
+    id: str
+    frames: int  # the decoded count of the sample's range
+
+
+@dataclass(frozen=True)
+class Failure:
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    sample: Sample
+    selected: np.ndarray  # frame indices within the sample's range, in order (may repeat)
+    plan: dict  # the recipe's spatial plan for this video's size (see `plan_frame`)
+    frames: int  # the count `selected` was made for
+    size: tuple[int, int]  # the video's display (width, height), which the plan was made for
+
+
+def probe_sample(sample: Sample) -> Probe:
+    """The sample's frame count and display size (see the module docstring)."""
+    if sample.source_kind != VIDEO:
+        raise AqaError(
+            f"{sample.source}: extracting with a recipe reads video files; encode the frame folder as a video"
+        )
+    with VideoDecoder(sample.source, None, threads=1) as decoder:
+        info = decoder.info
+    first = sample.first or 0
+    count = (sample.last if sample.last is not None else _demuxed_frames(sample.source)) - first
+    return Probe(sample.id, max(count, 0), info.width, info.height, info.fps)
+
+
+def _demuxed_frames(path: str) -> int:
+    try:
+        with av.open(path, metadata_errors="replace") as container:
+            return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+    except av.FFmpegError as err:
+        raise AqaError(f"{path}: reading failed ({err.strerror}); check the file and the disk") from err
+
+
+def plan_frame(frame: np.ndarray, plan: dict, scaler: VideoReformatter) -> np.ndarray:
+    """A decoded frame (already at the plan's `resize` size) cropped to `crop` (left, top, width, height)
+    and brought to the final `size` (width, height)."""
+    left, top, width, height = plan["crop"]
+    cropped = frame[top : top + height, left : left + width]
+    final = tuple(plan["size"])
+    if final == (width, height):
+        return np.ascontiguousarray(cropped)
+    resized = scaler.reformat(
+        av.VideoFrame.from_ndarray(np.ascontiguousarray(cropped), format="rgb24"),
+        *final,
+        "rgb24",
+        interpolation=Interpolation.BILINEAR,
+    )
+    return resized.to_ndarray().copy()
+
+
+@dataclass(frozen=True)
+class ProbeWork:
+    """The worker side of a probe job (one `Sample`)."""
+
+    def __call__(self, sample: Sample, emit: Callable[[Any], None]) -> None:
+        try:
+            emit(probe_sample(sample))
+        except AqaError as exc:
+            emit(Failure(sample.id, str(exc)))
+
+
+@dataclass(frozen=True)
+class StreamWork:
+    """The worker side of a stream job: see the module docstring."""
+
+    threads: int = 1
+    chunk: int = CHUNK_FRAMES
+
+    def __call__(self, job: StreamJob, emit: Callable[[Any], None]) -> None:
+        try:
+            self._stream(job, emit)
+        except AqaError as exc:
+            emit(Failure(job.sample.id, str(exc)))
+
+    def _stream(self, job: StreamJob, emit: Callable[[Any], None]) -> None:
+        sample, selected = job.sample, np.asarray(job.selected, dtype=np.int64)
+        if len(selected) and (np.diff(selected) < 0).any():
+            raise AqaError(f"internal error: the recipe selected the frames of {sample.id} out of order")
+        first = sample.first or 0
+        end = None if sample.last is None else sample.last
+        wanted = set((first + selected).tolist())
+        scaler = VideoReformatter()
+        pending: list[np.ndarray] = []
+        times: list[float] = []
+        position = sent = 0
+        last_index = first - 1
+        with VideoDecoder(
+            sample.source, tuple(job.plan["resize"]), self.threads, Interpolation.BILINEAR
+        ) as decoder:
+            fps = decoder.info.fps
+            for index, frame in decoder.frames(wanted=wanted.__contains__):
+                if end is not None and index >= end:
+                    break
+                last_index = index
+                if frame is None:
+                    continue
+                planned = plan_frame(frame, job.plan, scaler)
+                moment = decoder.time if decoder.time is not None else (index / fps if fps else math.nan)
+                while position < len(selected) and first + selected[position] == index:
+                    pending.append(planned)
+                    times.append(moment)
+                    position += 1
+                    if len(pending) == self.chunk:
+                        emit(FrameChunk(sample.id, sent, np.stack(pending), np.array(times)))
+                        sent += len(pending)
+                        pending, times = [], []
+            frames_lost, fps = decoder.frames_lost, decoder.info.fps or fps
+        decoded = last_index + 1 - first
+        if decoded != job.frames:
+            if end is not None and decoded < job.frames:
+                raise AqaError(
+                    f"{sample.source} has {last_index + 1} frames but sample {sample.id} needs frames up to {end}"
+                )
+            emit(Recount(sample.id, decoded))
+            return
+        if pending:
+            emit(FrameChunk(sample.id, sent, np.stack(pending), np.array(times)))
+        emit(Finished(sample.id, frames_lost, fps))
