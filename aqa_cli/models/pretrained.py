@@ -75,7 +75,7 @@ class PretrainedWeights:
 def read_weights(path: str | Path) -> PretrainedWeights:
     """Read a public checkpoint file and tell its family, depth and conv type from its keys and shapes."""
     path = Path(path)
-    state, container = _tensor_state_dict(_load_untrusted(path), path)
+    state, container = _tensor_state_dict(load_untrusted(path), path)
     key_prefix = MODULE_PREFIX if all(key.startswith(MODULE_PREFIX) for key in state) else ""
     state = {key.removeprefix(key_prefix): tensor for key, tensor in state.items()}
     hara_names = "conv1.weight" in state or "conv1_s.weight" in state
@@ -122,34 +122,40 @@ def inspect_weights(path: str | Path) -> dict[str, Any]:
 
 
 def load_strictly(module: nn.Module, weights: PretrainedWeights) -> None:
-    """Load every tensor of `weights` into `module`, or raise naming the first keys and shapes that differ.
+    """Load every tensor of `weights` into `module`, or raise naming the first keys and shapes that differ."""
+    what = f"a {weights.family} {weights.conv} ResNet-{weights.depth}"
+    load_tensors_strictly(module, weights.state_dict, str(weights.path), what)
 
-    The file's tensors are assigned, not copied, so `module` may be built on the meta device (no wasted
+
+def load_tensors_strictly(module: nn.Module, state: dict[str, Tensor], source: str, what: str) -> None:
+    """Load every tensor of `state` into `module`, or raise naming the first keys and shapes that differ
+    (`source`: the file, `what`: the network, for the message).
+
+    The tensors are assigned, not copied, so `module` may be built on the meta device (no wasted
     initialisation). `num_batches_tracked` may be absent (files saved by older PyTorch): it starts at 0.
     """
     expected = module.state_dict()
-    absent = [key for key in expected if key not in weights.state_dict]
+    absent = [key for key in expected if key not in state]
     missing_counters = [key for key in absent if key.endswith("num_batches_tracked")]
     missing = [key for key in absent if key not in missing_counters]
-    unexpected = [key for key in weights.state_dict if key not in expected]
+    unexpected = [key for key in state if key not in expected]
     wrong_shapes = [
         f"{key} {tuple(tensor.shape)} (expected {tuple(expected[key].shape)})"
-        for key, tensor in weights.state_dict.items()
+        for key, tensor in state.items()
         if key in expected and tensor.shape != expected[key].shape
     ]
     for problem, keys in [("wrong shapes", wrong_shapes), ("missing", missing), ("unexpected", unexpected)]:
         if keys:
             raise AqaError(
-                f"{weights.path} does not fit a {weights.family} {weights.conv} ResNet-{weights.depth}: "
-                f"{len(keys)} tensors {problem}, e.g. {', '.join(keys[:3])}; the file is damaged or not a "
-                "published checkpoint, so pass the original file"
+                f"{source} does not fit {what}: {len(keys)} tensors {problem}, e.g. {', '.join(keys[:3])}; "
+                "the file is damaged or not a published checkpoint, so pass the original file"
             )
     counters = {key: torch.zeros((), dtype=torch.long) for key in missing_counters}
-    loaded = {key: tensor.to(expected[key].dtype) for key, tensor in weights.state_dict.items()}
+    loaded = {key: tensor.to(expected[key].dtype) for key, tensor in state.items()}
     module.load_state_dict({**counters, **loaded}, strict=True, assign=True)
 
 
-def _load_untrusted(path: Path) -> Any:
+def load_untrusted(path: Path) -> Any:
     if not path.is_file():
         raise AqaError(f"{path}: no such file; pass the path of a downloaded .pth checkpoint")
     try:
