@@ -460,6 +460,14 @@ def print_feature_summary(summary: dict, as_json: bool) -> None:
         if backbone.get("weights_name"):
             rows["weights name"] = backbone["weights_name"]
         rows["weights sha256"] = backbone["weights_sha256"]
+    recipe = summary["attributes"].get("recipe")
+    if recipe:
+        weights = summary["attributes"]["weights"]
+        rows["recipe"] = (
+            f"{recipe['name']}: {recipe['description']}" if recipe.get("description") else recipe["name"]
+        )
+        rows["weights"] = weights.get("name") or weights.get("path") or "random init"
+        rows["weights sha256"] = weights.get("sha256")
     for key, value in rows.items():
         table.add_row(key, str(value))
     console.print(table)

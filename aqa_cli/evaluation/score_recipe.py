@@ -112,7 +112,7 @@ def _timeline(video: Path, recipe: Recipe, found: VideoFeatures, result: dict, p
     weights = np.array([clip["weight"] for clip in result["clips"]])
     top = sorted(np.argsort(-weights, kind="stable")[:THUMBNAILS].tolist())
     selected = np.asarray(select_frames(recipe, found.frames))
-    starts = clip_starts(recipe, selected)
+    starts = clip_starts(recipe, len(selected))
     middles = {int(selected[int(starts[k]) + recipe.clip // 2]): k for k in top}
     thumbnails: dict[int, np.ndarray] = {}
     with VideoDecoder(video, None) as probe:

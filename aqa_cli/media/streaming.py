@@ -5,10 +5,11 @@ Two kinds of job, each one sample (a whole video, or a `[first, last)` range of 
 
 * `ProbeWork` says how many frames the sample has and its display size. The count comes from a demux
   pass (no decoding, so cheap); header counts are never used.
-* `StreamWork` decodes the sample once and sends the frames the recipe selected, already resized and
-  cropped by its spatial plan, as `FrameChunk`s of at most `chunk` frames: a worker holds one chunk, and
-  the pipe to the main process blocks it while the main process is busy, so memory stays flat in the
-  video's length. Decoding counts the frames for real; when that count differs from the probe's (a
+* `StreamWork` decodes the sample once at its display size and sends the frames the recipe selected,
+  each passed through `prepare` (the recipe's resize and crop, given by the caller: this module knows
+  no recipe and imports no torch), as `FrameChunk`s of at most `chunk` frames: a worker holds one chunk,
+  and the pipe to the main process blocks it while the main process is busy, so memory stays flat in
+  the video's length. Decoding counts the frames for real; when that count differs from the probe's (a
   damaged packet, a codec that packs two frames in one), the job ends with `Recount` instead of
   `Finished`, and the main process selects again with the true count.
 
@@ -24,7 +25,6 @@ from typing import Any
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation, VideoReformatter
 
 from aqa_cli.media.decoder import VideoDecoder
 from aqa_cli.media.sources.base import VIDEO, Sample
@@ -46,7 +46,7 @@ class Probe:
 class FrameChunk:
     id: str
     position: int  # position of its first frame among the selected ones
-    frames: np.ndarray  # (k, h, w, 3) uint8, the spatial plan applied
+    frames: np.ndarray  # (k, ...) the selected frames, each passed through `StreamWork.prepare`
     times: np.ndarray  # (k,) presentation time of each frame in seconds (nan where unknown)
 
 
@@ -73,9 +73,8 @@ class Failure:
 class StreamJob:
     sample: Sample
     selected: np.ndarray  # frame indices within the sample's range, in order (may repeat)
-    plan: dict  # the recipe's spatial plan for this video's size (see `plan_frame`)
     frames: int  # the count `selected` was made for
-    size: tuple[int, int]  # the video's display (width, height), which the plan was made for
+    size: tuple[int, int]  # the video's display (width, height)
 
 
 def probe_sample(sample: Sample) -> Probe:
@@ -99,23 +98,6 @@ def _demuxed_frames(path: str) -> int:
         raise AqaError(f"{path}: reading failed ({err.strerror}); check the file and the disk") from err
 
 
-def plan_frame(frame: np.ndarray, plan: dict, scaler: VideoReformatter) -> np.ndarray:
-    """A decoded frame (already at the plan's `resize` size) cropped to `crop` (left, top, width, height)
-    and brought to the final `size` (width, height)."""
-    left, top, width, height = plan["crop"]
-    cropped = frame[top : top + height, left : left + width]
-    final = tuple(plan["size"])
-    if final == (width, height):
-        return np.ascontiguousarray(cropped)
-    resized = scaler.reformat(
-        av.VideoFrame.from_ndarray(np.ascontiguousarray(cropped), format="rgb24"),
-        *final,
-        "rgb24",
-        interpolation=Interpolation.BILINEAR,
-    )
-    return resized.to_ndarray().copy()
-
-
 @dataclass(frozen=True)
 class ProbeWork:
     """The worker side of a probe job (one `Sample`)."""
@@ -127,10 +109,15 @@ class ProbeWork:
             emit(Failure(sample.id, str(exc)))
 
 
+Prepare = Callable[[np.ndarray], np.ndarray]
+"""(H, W, 3) uint8 display-oriented frame -> the frame a chunk carries (picklable: it goes to workers)."""
+
+
 @dataclass(frozen=True)
 class StreamWork:
     """The worker side of a stream job: see the module docstring."""
 
+    prepare: Prepare
     threads: int = 1
     chunk: int = CHUNK_FRAMES
 
@@ -147,23 +134,25 @@ class StreamWork:
         first = sample.first or 0
         end = None if sample.last is None else sample.last
         wanted = set((first + selected).tolist())
-        scaler = VideoReformatter()
         pending: list[np.ndarray] = []
         times: list[float] = []
         position = sent = 0
         last_index = first - 1
-        with VideoDecoder(
-            sample.source, tuple(job.plan["resize"]), self.threads, Interpolation.BILINEAR
-        ) as decoder:
+        origin = 0.0  # times count from the video's first frame
+        with VideoDecoder(sample.source, None, self.threads) as decoder:
             fps = decoder.info.fps
             for index, frame in decoder.frames(wanted=wanted.__contains__):
+                if index == 0 and decoder.time is not None:
+                    origin = decoder.time
                 if end is not None and index >= end:
                     break
                 last_index = index
                 if frame is None:
                     continue
-                planned = plan_frame(frame, job.plan, scaler)
-                moment = decoder.time if decoder.time is not None else (index / fps if fps else math.nan)
+                planned = self.prepare(frame)
+                moment = (
+                    decoder.time - origin if decoder.time is not None else (index / fps if fps else math.nan)
+                )
                 while position < len(selected) and first + selected[position] == index:
                     pending.append(planned)
                     times.append(moment)

@@ -383,6 +383,12 @@ def _resize(frames: Tensor, size: tuple[int, int], plan: dict[str, Any]) -> Tens
 def transform_frames(recipe: Recipe, frames: Tensor) -> Tensor:
     """uint8 (T, H, W, 3) display-oriented frames -> float (3, T, h, w) normalized: exactly the recipe's
     spatial steps (resize, centre crop, final resize, each in uint8), then mean/std on [0, 1] pixels."""
+    return normalize(recipe, spatial_frames(recipe, frames).permute(1, 0, 2, 3))
+
+
+def spatial_frames(recipe: Recipe, frames: Tensor) -> Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, h, w): the recipe's spatial steps alone, frame by frame (what
+    streaming extraction runs in its decode workers, normalizing later)."""
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise AqaError(
             f"transform_frames takes uint8 (T, H, W, 3) frames, not {frames.dtype} {tuple(frames.shape)}"
@@ -390,8 +396,7 @@ def transform_frames(recipe: Recipe, frames: Tensor) -> Tensor:
     plan = spatial_plan(recipe, int(frames.shape[2]), int(frames.shape[1]))
     video = _resize(frames.permute(0, 3, 1, 2), plan["resize"], plan)
     left, top, width, height = plan["crop"]
-    video = _resize(video[:, :, top : top + height, left : left + width], plan["final"], plan)
-    return normalize(recipe, video.permute(1, 0, 2, 3))
+    return _resize(video[:, :, top : top + height, left : left + width], plan["final"], plan)
 
 
 def normalize(recipe: Recipe, video: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from aqa_cli.media.streaming import (
     StreamWork,
     probe_sample,
 )
-from aqa_cli.models.recipes import Recipe, clip_starts, select_frames, spatial_plan, transform_frames
+from aqa_cli.models.recipes import Recipe, clip_starts, normalize, select_frames, spatial_frames, spatial_plan
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import autocast
 
@@ -45,13 +45,29 @@ def plan_stream(recipe: Recipe, sample: Sample, frames: int, width: int, height:
     """The stream job of a sample of `frames` frames: the recipe's frames and spatial plan; a sample too
     short for one clip is an AqaError naming it."""
     selected = np.asarray(select_frames(recipe, frames), dtype=np.int64)
-    starts = np.asarray(clip_starts(recipe, selected), dtype=np.int64)
+    starts = np.asarray(clip_starts(recipe, len(selected)), dtype=np.int64)
     if frames < 1 or len(starts) == 0:
         raise AqaError(
             f"{sample.source}: {frames} frames, fewer than one clip of recipe {recipe.name} "
             f"({recipe.clip} frames); nothing to extract from it"
         )
-    return StreamJob(sample, selected, spatial_plan(recipe, width, height), frames, (width, height))
+    spatial_plan(recipe, width, height)  # a video too small for the recipe's crop fails here
+    return StreamJob(sample, selected, frames, (width, height))
+
+
+@dataclass(frozen=True)
+class RecipeFrames:
+    """`StreamWork.prepare` of a recipe: a display-oriented frame through the recipe's spatial steps
+    (`recipes.spatial_frames`, the reference transform itself), (h, w, 3) uint8. In decode workers
+    (`in_worker`: one torch thread each), so that the main process receives small frames."""
+
+    recipe: Recipe
+    in_worker: bool = False
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.in_worker and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        return spatial_frames(self.recipe, torch.from_numpy(frame)[None])[0].permute(1, 2, 0).numpy()
 
 
 class ClipAssembler:
@@ -60,7 +76,7 @@ class ClipAssembler:
     def __init__(self, job: StreamJob, recipe: Recipe, network, device, precision: str, batch: int):
         self.job, self.recipe, self.network = job, recipe, network
         self.device, self.precision, self.batch = device, precision, batch
-        self.starts = np.asarray(clip_starts(recipe, job.selected), dtype=np.int64)
+        self.starts = np.asarray(clip_starts(recipe, len(job.selected)), dtype=np.int64)
         self._frames: dict[int, np.ndarray] = {}
         self._times: dict[int, float] = {}
         self._ready: list[torch.Tensor] = []
@@ -76,8 +92,8 @@ class ClipAssembler:
         while self._next < len(self.starts) and int(self.starts[self._next]) + clip - 1 in self._frames:
             start = int(self.starts[self._next])
             positions = range(start, start + clip)
-            frames = torch.from_numpy(np.stack([self._frames[p] for p in positions]))
-            self._ready.append(transform_frames(self.recipe, frames))
+            frames = torch.from_numpy(np.stack([self._frames[p] for p in positions]))  # (T, h, w, 3)
+            self._ready.append(normalize(self.recipe, frames.permute(3, 0, 1, 2)))
             self._bounds.append((self._times[start], self._times[start + clip - 1]))
             self._next += 1
             oldest = int(self.starts[self._next]) if self._next < len(self.starts) else math.inf
@@ -131,7 +147,7 @@ def stream_video_features(
             else:
                 outcome.append(message)
 
-        StreamWork(threads)(job, receive)
+        StreamWork(RecipeFrames(recipe), threads)(job, receive)
         (last,) = outcome
         if isinstance(last, Failure):
             raise AqaError(last.reason)
