@@ -5,11 +5,10 @@ Two kinds of job, each one sample (a whole video, or a `[first, last)` range of 
 
 * `ProbeWork` says how many frames the sample has and its display size. The count comes from a demux
   pass (no decoding, so cheap); header counts are never used.
-* `StreamWork` decodes the sample once at its display size and sends the frames the recipe selected,
-  each passed through `prepare` (the recipe's resize and crop, given by the caller: this module knows
-  no recipe and imports no torch), as `FrameChunk`s of at most `chunk` frames: a worker holds one chunk,
-  and the pipe to the main process blocks it while the main process is busy, so memory stays flat in
-  the video's length. Decoding counts the frames for real; when that count differs from the probe's (a
+* `StreamWork` decodes the sample once and sends the frames the recipe selected, resized and cropped by
+  the recipe's spatial plan (`plan_frame`: FFmpeg's scaler, numpy; no torch here, so workers start in
+  a moment), as `FrameChunk`s of at most `chunk` frames: a worker holds one chunk, and the pipe to the
+  main process blocks it while the main process is busy, so memory stays flat in the video's length. Decoding counts the frames for real; when that count differs from the probe's (a
   damaged packet, a codec that packs two frames in one), the job ends with `Recount` instead of
   `Finished`, and the main process selects again with the true count.
 
@@ -25,6 +24,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from aqa_cli.media.decoder import VideoDecoder
 from aqa_cli.media.sources.base import VIDEO, Sample
@@ -46,7 +46,7 @@ class Probe:
 class FrameChunk:
     id: str
     position: int  # position of its first frame among the selected ones
-    frames: np.ndarray  # (k, ...) the selected frames, each passed through `StreamWork.prepare`
+    frames: np.ndarray  # (k, h, w, 3) uint8: the selected frames, the spatial plan applied
     times: np.ndarray  # (k,) presentation time of each frame in seconds (nan where unknown)
 
 
@@ -73,6 +73,7 @@ class Failure:
 class StreamJob:
     sample: Sample
     selected: np.ndarray  # frame indices within the sample's range, in order (may repeat)
+    plan: dict  # the recipe's spatial plan for this video's size (see `plan_frame`)
     frames: int  # the count `selected` was made for
     size: tuple[int, int]  # the video's display (width, height)
 
@@ -109,15 +110,37 @@ class ProbeWork:
             emit(Failure(sample.id, str(exc)))
 
 
-Prepare = Callable[[np.ndarray], np.ndarray]
-"""(H, W, 3) uint8 display-oriented frame -> the frame a chunk carries (picklable: it goes to workers)."""
+INTERPOLATIONS = {"bilinear": Interpolation.BILINEAR, "bicubic": Interpolation.BICUBIC}
+"""swscale's filters for a plan's `interpolation`; when shrinking they widen with the ratio, as an
+antialiased resize does."""
+
+
+def plan_frame(frame: np.ndarray, plan: dict, scaler: VideoReformatter) -> np.ndarray:
+    """A decoded frame, already at the plan's `resize` size, cropped to `crop` (left, top, width, height)
+    and resized to `final` (width, height)."""
+    left, top, width, height = plan["crop"]
+    cropped = np.ascontiguousarray(frame[top : top + height, left : left + width])
+    final = tuple(plan["final"])
+    if final == (width, height):
+        return cropped
+    resized = scaler.reformat(
+        av.VideoFrame.from_ndarray(cropped, format="rgb24"), *final, "rgb24", interpolation=_filter(plan)
+    )
+    return resized.to_ndarray().copy()
+
+
+def _filter(plan: dict) -> Interpolation:
+    if plan["interpolation"] not in INTERPOLATIONS:
+        raise AqaError(
+            f"a spatial plan's interpolation {plan['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)}"
+        )
+    return INTERPOLATIONS[plan["interpolation"]]
 
 
 @dataclass(frozen=True)
 class StreamWork:
     """The worker side of a stream job: see the module docstring."""
 
-    prepare: Prepare
     threads: int = 1
     chunk: int = CHUNK_FRAMES
 
@@ -139,7 +162,9 @@ class StreamWork:
         position = sent = 0
         last_index = first - 1
         origin = 0.0  # times count from the video's first frame
-        with VideoDecoder(sample.source, None, self.threads) as decoder:
+        scaler = VideoReformatter()
+        resize = tuple(job.plan["resize"])
+        with VideoDecoder(sample.source, resize, self.threads, _filter(job.plan)) as decoder:
             fps = decoder.info.fps
             for index, frame in decoder.frames(wanted=wanted.__contains__):
                 if index == 0 and decoder.time is not None:
@@ -149,7 +174,7 @@ class StreamWork:
                 last_index = index
                 if frame is None:
                     continue
-                planned = self.prepare(frame)
+                planned = plan_frame(frame, job.plan, scaler)
                 moment = (
                     decoder.time - origin if decoder.time is not None else (index / fps if fps else math.nan)
                 )

@@ -294,7 +294,25 @@ def describe_recipe(recipe: Recipe) -> dict[str, str]:
     steps.append(f"centre crop {spatial['crop'][1]}x{spatial['crop'][0]}")
     if "final" in spatial:
         steps.append(f"resize {spatial['final'][1]}x{spatial['final'][0]}")
-    return {"frames": frame_text, "spatial": " -> ".join(steps), "layout": _layout_text(recipe)}
+    return {
+        "frames_text": frame_text,
+        "spatial_text": " -> ".join(steps),
+        "layout_text": _layout_text(recipe),
+    }
+
+
+def recipe_rows() -> list[dict[str, Any]]:
+    """Every recipe as a row of `aqa recipes list`: its record, in words, and whether its default weights
+    are in torch's cache (None: random initialisation, or the weights come from --weights)."""
+    from aqa_cli.models.registry import is_cached_and_valid, load_registry
+
+    records = load_registry()
+    rows = []
+    for recipe in _recipes().values():
+        record = records.get(recipe.weights) if recipe.weights else None
+        cached = is_cached_and_valid(record) if record is not None else None
+        rows.append({**recipe.to_dict(), **describe_recipe(recipe), "cached": cached})
+    return rows
 
 
 # --- frames and clips ----------------------------------------------------------------------------------
@@ -383,12 +401,6 @@ def _resize(frames: Tensor, size: tuple[int, int], plan: dict[str, Any]) -> Tens
 def transform_frames(recipe: Recipe, frames: Tensor) -> Tensor:
     """uint8 (T, H, W, 3) display-oriented frames -> float (3, T, h, w) normalized: exactly the recipe's
     spatial steps (resize, centre crop, final resize, each in uint8), then mean/std on [0, 1] pixels."""
-    return normalize(recipe, spatial_frames(recipe, frames).permute(1, 0, 2, 3))
-
-
-def spatial_frames(recipe: Recipe, frames: Tensor) -> Tensor:
-    """uint8 (T, H, W, 3) -> uint8 (T, 3, h, w): the recipe's spatial steps alone, frame by frame (what
-    streaming extraction runs in its decode workers, normalizing later)."""
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise AqaError(
             f"transform_frames takes uint8 (T, H, W, 3) frames, not {frames.dtype} {tuple(frames.shape)}"
@@ -396,7 +408,8 @@ def spatial_frames(recipe: Recipe, frames: Tensor) -> Tensor:
     plan = spatial_plan(recipe, int(frames.shape[2]), int(frames.shape[1]))
     video = _resize(frames.permute(0, 3, 1, 2), plan["resize"], plan)
     left, top, width, height = plan["crop"]
-    return _resize(video[:, :, top : top + height, left : left + width], plan["final"], plan)
+    video = _resize(video[:, :, top : top + height, left : left + width], plan["final"], plan)
+    return normalize(recipe, video.permute(1, 0, 2, 3))
 
 
 def normalize(recipe: Recipe, video: Tensor) -> Tensor:

@@ -1,5 +1,9 @@
 """A recipe's clip features from frames that arrive in chunks (`media.streaming`), in flat memory.
 
+The frames come resized and cropped by FFmpeg's scaler in the decode workers (the recipe's spatial
+plan); only the normalization and the network run here. So the spatial steps are not bit-identical to
+`recipes.transform_frames` (torchvision's resize), but close: see tests/test_stream_extract.py.
+
 `ClipAssembler` keeps only the frames that clips not yet computed still need, runs the network on
 `batch` clips at a time and records each clip's start and end time. `aqa extract --recipe` feeds it
 from decode workers; `aqa score` feeds it from the same `StreamWork` run in its own process
@@ -24,7 +28,7 @@ from aqa_cli.media.streaming import (
     StreamWork,
     probe_sample,
 )
-from aqa_cli.models.recipes import Recipe, clip_starts, normalize, select_frames, spatial_frames, spatial_plan
+from aqa_cli.models.recipes import Recipe, clip_starts, normalize, select_frames, spatial_plan
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import autocast
 
@@ -51,23 +55,7 @@ def plan_stream(recipe: Recipe, sample: Sample, frames: int, width: int, height:
             f"{sample.source}: {frames} frames, fewer than one clip of recipe {recipe.name} "
             f"({recipe.clip} frames); nothing to extract from it"
         )
-    spatial_plan(recipe, width, height)  # a video too small for the recipe's crop fails here
-    return StreamJob(sample, selected, frames, (width, height))
-
-
-@dataclass(frozen=True)
-class RecipeFrames:
-    """`StreamWork.prepare` of a recipe: a display-oriented frame through the recipe's spatial steps
-    (`recipes.spatial_frames`, the reference transform itself), (h, w, 3) uint8. In decode workers
-    (`in_worker`: one torch thread each), so that the main process receives small frames."""
-
-    recipe: Recipe
-    in_worker: bool = False
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        if self.in_worker and torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
-        return spatial_frames(self.recipe, torch.from_numpy(frame)[None])[0].permute(1, 2, 0).numpy()
+    return StreamJob(sample, selected, spatial_plan(recipe, width, height), frames, (width, height))
 
 
 class ClipAssembler:
@@ -147,7 +135,7 @@ def stream_video_features(
             else:
                 outcome.append(message)
 
-        StreamWork(RecipeFrames(recipe), threads)(job, receive)
+        StreamWork(threads)(job, receive)
         (last,) = outcome
         if isinstance(last, Failure):
             raise AqaError(last.reason)

@@ -27,7 +27,7 @@ from aqa_cli.media.sources.base import Sample
 from aqa_cli.media.streaming import Failure, Finished, FrameChunk, ProbeWork, Recount, StreamJob, StreamWork
 from aqa_cli.media.worker_pool import WorkerPool
 from aqa_cli.models.recipes import build_feature_network, get_recipe
-from aqa_cli.models.streamed import MAX_RECOUNTS, ClipAssembler, RecipeFrames, VideoFeatures, plan_stream
+from aqa_cli.models.streamed import MAX_RECOUNTS, ClipAssembler, VideoFeatures, plan_stream
 from aqa_cli.pipelines.options import DEFAULT_FRAMES, DEFAULT_TIMEOUT, StreamExtractOptions
 from aqa_cli.pipelines.preprocess import DATA_DIR, parse_shard, resolve_source
 from aqa_cli.stores.feature_store import DTYPES, FeatureLabels, FeatureStore, write_feature_store
@@ -222,9 +222,7 @@ class _Run:
             assemblers.pop(job.sample.id, None)  # it streams again from its first frame
             return job
 
-        pool.run(
-            jobs, StreamWork(RecipeFrames(self.recipe, in_worker=True)), receive, self._gave_up, remaining
-        )
+        pool.run(jobs, StreamWork(), receive, self._gave_up, remaining)
         return again
 
     def _store(self, sample_id: str, found: VideoFeatures) -> None:
