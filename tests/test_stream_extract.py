@@ -5,6 +5,7 @@ end to end: extract -> `attn` learns -> `aqa score` on a raw video repeats the s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,8 @@ from aqa_cli.checkpoints.io import find_checkpoint, load_checkpoint
 from aqa_cli.checkpoints.restore import load_head
 from aqa_cli.media.synth import write_synthetic_programs
 from aqa_cli.models.recipes import get_recipe, transform_frames
+from aqa_cli.pipelines.options import StreamExtractOptions
+from aqa_cli.pipelines.stream_extract import extract_from_videos
 from aqa_cli.stores.feature_store import FeatureStore
 from tests.helpers import read_video
 
@@ -75,7 +78,9 @@ def test_features_and_times_are_the_recipe_applied_to_every_decoded_frame(
         expected = network(torch.stack(video.split(8, dim=1)))
     # the workers resize with FFmpeg's scaler, the reference with torchvision: close, not bit-equal
     expected = expected.numpy()
-    cosine = (features * expected).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(expected, axis=1)
+    cosine = (
+        (features * expected).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(expected, axis=1)
+    )
     assert cosine.min() > 0.9999, cosine
     assert np.abs(features - expected).max() < 0.03 * np.abs(expected).max()
 
@@ -167,15 +172,15 @@ def test_killed_extraction_reruns_to_the_same_bytes_and_shards_merge_to_them(
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not killed.exists() and len(list(partial.glob("video-*.npz"))) < 32, "finished before the kill"
-    rerun = run_aqa("extract", programs, *TINY, "--out", killed, check=0)
-    assert "found done" in rerun.stdout and sha256(killed) == sha256(extracted)
+    options = StreamExtractOptions(str(programs), "tiny-test", clip=8, batch_size=32, workers=2)
+    rerun = extract_from_videos(dataclasses.replace(options, out=str(killed)))
+    assert rerun.reused >= 3 and rerun.computed == 32 - rerun.reused and sha256(killed) == sha256(extracted)
     assert not partial.exists()
-    again = run_aqa("extract", programs, *TINY, "--out", killed, check=0)
-    assert "up to date" in again.stdout
+    assert extract_from_videos(dataclasses.replace(options, out=str(killed))).up_to_date
 
     shards = [tmp_path / f"shard{k}.h5" for k in range(2)]
     for k, shard in enumerate(shards):
-        run_aqa("extract", programs, *TINY, "--shard", f"{k}/2", "--out", shard, check=0)
+        extract_from_videos(dataclasses.replace(options, out=str(shard), shard=f"{k}/2"))
     with FeatureStore(shards[1]) as store:
         assert list(store.column("id")) == [f"program_{i:03d}" for i in range(1, 32, 2)]
     merged = tmp_path / "merged.h5"

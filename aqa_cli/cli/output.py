@@ -349,11 +349,15 @@ def print_scores(results: list[dict], as_json: bool) -> None:
             f"{result['quality']:.2f}",
             "-" if difficulty is None else f"{difficulty:g}",
             f"{result['score']:.2f}",
-            " ".join(f"{clip['weight']:.2f}" for clip in result["clips"]),
+            _weights_text(result["clips"]),
         )
     console.print(table)
-    if scored:
+    if any("start" not in result["clips"][0] for result in scored):
         console.print("clip weights: one per clip of the model's window, in time order (they sum to 1)")
+    if any("start" in result["clips"][0] for result in scored):
+        console.print(
+            f"clip weights: the {TOP_CLIPS} most weighted clips of the whole video (all with --json)"
+        )
     for rule in sorted({result["score_rule"] for result in scored}):
         console.print(f"score = {rule}", highlight=False)
     if any(result["weights"] == "uniform" for result in scored):
@@ -377,6 +381,17 @@ def print_scores(results: list[dict], as_json: bool) -> None:
             console.print(
                 Text(f"failed: {result['error']}", style="red"), soft_wrap=True
             )  # the error names the file
+
+
+TOP_CLIPS = 3
+
+
+def _weights_text(clips: list[dict]) -> str:
+    """Every clip's weight; for a timed (long) video, its most weighted clips with their times."""
+    if "start" not in clips[0]:
+        return " ".join(f"{clip['weight']:.2f}" for clip in clips)
+    top = sorted(clips, key=lambda clip: -clip["weight"])[:TOP_CLIPS]
+    return ", ".join(f"{clip['start']:.1f}-{clip['end']:.1f} s: {clip['weight']:.2f}" for clip in top)
 
 
 def print_extract_report(report) -> None:

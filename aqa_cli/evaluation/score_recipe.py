@@ -25,17 +25,20 @@ THUMBNAIL_WIDTH = 160
 
 
 def recorded_network(extraction: dict, path: Path):
-    """The recipe and its network as the feature store recorded them; weights whose sha256 differs from
-    the recorded one are refused."""
+    """The recipe and its network as the feature store recorded them: the same weights file (by registry
+    name, else by path) or the same random initialisation; weights whose sha256, or a network whose
+    parameters, differ from the record are refused."""
     recipe = Recipe.from_dict(extraction["recipe"])
     recorded = extraction["weights"]
-    network, weights = build_feature_network(recipe, recorded.get("source") or "default")
-    if weights.get("sha256") != recorded.get("sha256"):
-        raise AqaError(
-            f"{path}: its features were extracted with weights sha256 {recorded.get('sha256')}, but "
-            f"{recorded.get('source') or 'the default weights'} now gives {weights.get('sha256')}; restore "
-            "that file"
-        )
+    source = recorded.get("name") or recorded.get("path")  # neither: the recipe's seeded random init
+    network, weights = build_feature_network(recipe, source, overrides=recorded.get("overrides") or None)
+    for key in ("sha256", "state_sha256"):
+        if weights.get(key) != recorded.get(key):
+            raise AqaError(
+                f"{path}: its features were made by a network with {key} {recorded.get(key)}, but "
+                f"{source or 'the recipe random initialisation'} now gives {weights.get(key)}; restore that "
+                "weights file (or the torch version the features were extracted with)"
+            )
     return recipe, network.eval()
 
 
