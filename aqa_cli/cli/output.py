@@ -471,13 +471,11 @@ def print_weights(summary: dict, title: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    norm = summary["normalization"]
-    rows = {
-        **summary,
-        "parameters": f"{summary['parameters']:,}",
-        "normalization": f"{norm['name']}: mean {norm['mean']}, std {norm['std']}",
-        "key_prefix": summary["key_prefix"] or "none",
-    }
+    rows = {**summary, "parameters": f"{summary['parameters']:,}"}
+    if "normalization" in summary:  # a video ResNet checkpoint
+        norm = summary["normalization"]
+        rows["normalization"] = f"{norm['name']}: mean {norm['mean']}, std {norm['std']}"
+        rows["key_prefix"] = summary["key_prefix"] or "none"
     table = Table(title=title, show_header=False)
     for key, value in rows.items():
         table.add_row(key, str(value))
@@ -509,6 +507,29 @@ def print_weights_list(records: dict[str, WeightsRecord], as_json: bool) -> None
         size = f"~{row['size_mb']:.0f} MB" if row["size_mb"] else "?"
         cached = "yes" if row["cached"] else "no" if row["url"] else "no (by hand)"
         table.add_row(row["name"], row["description"], size, cached)
+    console.print(table)
+
+
+def print_recipes(rows: list[dict], as_json: bool) -> None:
+    """`aqa recipes list`."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="feature recipes (aqa extract --recipe NAME)")
+    for column in ("name", "network", "weights", "frames", "spatial", "clips", "dim"):
+        table.add_column(column, no_wrap=column in ("name", "dim"))
+    for row in rows:
+        cached = {True: "cached", False: "not cached", None: ""}[row["cached"]]
+        weights = f"{row['weights']} ({cached})" if row["weights"] else "random init / --weights"
+        table.add_row(
+            row["name"],
+            row["network"],
+            weights,
+            row["frames_text"],
+            row["spatial_text"],
+            row["layout_text"],
+            str(row["feature_dim"]),
+        )
     console.print(table)
 
 

@@ -294,7 +294,25 @@ def describe_recipe(recipe: Recipe) -> dict[str, str]:
     steps.append(f"centre crop {spatial['crop'][1]}x{spatial['crop'][0]}")
     if "final" in spatial:
         steps.append(f"resize {spatial['final'][1]}x{spatial['final'][0]}")
-    return {"frames": frame_text, "spatial": " -> ".join(steps), "layout": _layout_text(recipe)}
+    return {
+        "frames_text": frame_text,
+        "spatial_text": " -> ".join(steps),
+        "layout_text": _layout_text(recipe),
+    }
+
+
+def recipe_rows() -> list[dict[str, Any]]:
+    """Every recipe as a row of `aqa recipes list`: its record, in words, and whether its default weights
+    are in torch's cache (None: random initialisation, or the weights come from --weights)."""
+    from aqa_cli.models.registry import is_cached_and_valid, load_registry
+
+    records = load_registry()
+    rows = []
+    for recipe in _recipes().values():
+        record = records.get(recipe.weights) if recipe.weights else None
+        cached = is_cached_and_valid(record) if record is not None else None
+        rows.append({**recipe.to_dict(), **describe_recipe(recipe), "cached": cached})
+    return rows
 
 
 # --- frames and clips ----------------------------------------------------------------------------------

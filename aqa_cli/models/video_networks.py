@@ -289,6 +289,39 @@ def load_network_weights(network: Network, path: Path, overrides: dict[str, Any]
     return model, layout.name
 
 
+def inspect_network_weights(path: str | Path, network: str | None = None) -> dict[str, Any]:
+    """A plain-JSON summary of a recipe network's weights file (what `aqa weights inspect` prints); with
+    `network`, the file must load strictly into it (a file of another network is refused, naming it)."""
+    path = Path(path)
+    state = read_state_dict(path)
+    layout = recognise(state)
+    summary: dict[str, Any] = {
+        "path": str(path),
+        "holds": describe_state(state, layout),
+        "layout": layout.name if layout is not None else None,
+        "tensors": len(state),
+        "parameters": sum(t.numel() for k, t in state.items() if not k.endswith(BUFFERS)),
+    }
+    if network is not None:
+        model, _ = load_network_weights(network_named(network), path, {})
+        summary.update(network=network, classes=_classes(model.state_dict()))
+    return summary
+
+
+def inspect_any_weights(path: str | Path) -> dict[str, Any]:
+    """`aqa weights inspect FILE`: a video ResNet checkpoint as `inspect_weights` tells it, any other
+    recognised file (Video Swin, I3D, torchvision's video models) by its layout."""
+    from aqa_cli.models.pretrained import inspect_weights
+
+    layout = recognise(read_state_dict(Path(path)))
+    if layout is None or layout.family == "resnet":
+        return inspect_weights(path)
+    return inspect_network_weights(path)
+
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "relative_position_index")
+
+
 def _classes(state: dict[str, Tensor]) -> int:
     """The file's class count: rows of its classifier's last weight."""
     weights = [
