@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aqa_cli.models.normalization import NORMALIZATIONS
@@ -354,8 +355,9 @@ def clip_starts(recipe: Recipe, selected: int) -> np.ndarray:
 
 def spatial_plan(recipe: Recipe, width: int, height: int) -> dict[str, Any]:
     """The spatial steps as numbers for a source of this display size, all (width, height) or
-    (left, top, width, height): `resize` the whole frame, then `crop` that box of the resized frame,
-    then resize it to `final` (equal to the crop's size when the recipe has no final resize).
+    (left, top, width, height): `resize` the whole frame, then `crop` that box of the resized frame
+    (a box reaching outside it, at a negative start, is black there, as torchvision pads), then resize it
+    to `final` (equal to the crop's size when the recipe has no final resize).
 
     Short-side resizing follows torchvision: the long side becomes int(short_side * long / short)."""
     spatial = recipe.spatial
@@ -369,28 +371,42 @@ def spatial_plan(recipe: Recipe, width: int, height: int) -> dict[str, Any]:
         resize_h, resize_w = spatial["resize"]
         size = (int(resize_w), int(resize_h))
     crop_h, crop_w = (int(v) for v in spatial["crop"])
-    if crop_w > size[0] or crop_h > size[1]:
-        raise AqaError(
-            f"recipe {recipe.name}: a {width}x{height} video resized to {size[0]}x{size[1]} is smaller than "
-            f"its {crop_w}x{crop_h} crop"
-        )
-    # torchvision's and torch_videovision's centre crop: int(round((size - crop) / 2))
-    left, top = int(round((size[0] - crop_w) / 2.0)), int(round((size[1] - crop_h) / 2.0))
-    final_h, final_w = spatial.get("final", [crop_h, crop_w])
     return {
         "resize": size,
-        "crop": (left, top, crop_w, crop_h),
-        "final": (int(final_w), int(final_h)),
+        "crop": (_crop_start(size[0], crop_w), _crop_start(size[1], crop_h), crop_w, crop_h),
+        "final": tuple(int(v) for v in reversed(spatial.get("final", [crop_h, crop_w]))),
         "interpolation": spatial.get("interpolation", "bilinear"),
         "antialias": bool(spatial.get("antialias", True)),
     }
 
 
+def _crop_start(length: int, crop: int) -> int:
+    """torchvision's centre crop: int(round((length - crop) / 2)); a crop larger than the frame is padded
+    with black around it first (negative start)."""
+    if crop > length:
+        return -((crop - length) // 2)
+    return int(round((length - crop) / 2.0))
+
+
+def crop_frames(video: Tensor, left: int, top: int, width: int, height: int) -> Tensor:
+    """The box of (..., H, W) frames; parts outside the frame are black (0), as torchvision pads."""
+    pad = [
+        max(0, -left),
+        max(0, left + width - video.shape[-1]),
+        max(0, -top),
+        max(0, top + height - video.shape[-2]),
+    ]
+    if any(pad):
+        video = F.pad(video, pad)
+        left, top = left + pad[0], top + pad[2]
+    return video[..., top : top + height, left : left + width]
+
+
 def _resize(frames: Tensor, size: tuple[int, int], plan: dict[str, Any]) -> Tensor:
     """uint8 (T, 3, H, W) -> uint8 (T, 3, h, w) at size (w, h), rounded back to uint8 as PIL and
     torchvision's video transforms do."""
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
 
     if tuple(frames.shape[-2:]) == (size[1], size[0]):
         return frames
@@ -407,8 +423,7 @@ def transform_frames(recipe: Recipe, frames: Tensor) -> Tensor:
         )
     plan = spatial_plan(recipe, int(frames.shape[2]), int(frames.shape[1]))
     video = _resize(frames.permute(0, 3, 1, 2), plan["resize"], plan)
-    left, top, width, height = plan["crop"]
-    video = _resize(video[:, :, top : top + height, left : left + width], plan["final"], plan)
+    video = _resize(crop_frames(video, *plan["crop"]), plan["final"], plan)
     return normalize(recipe, video.permute(1, 0, 2, 3))
 
 

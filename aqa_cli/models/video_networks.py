@@ -259,10 +259,10 @@ def describe_state(state: dict[str, Tensor], layout: Layout | None) -> str:
         renamed = layout.rename(state) or state
         embed = renamed.get("patch_embed.proj.weight")
         blocks = len({k.split(".")[2] for k in renamed if k.startswith("features.4.")})
-        size = {(128, 18): "B", (96, 18): "S", (96, 6): "T"}.get(
-            (int(embed.shape[0]) if embed is not None else 0, blocks), "(non-standard size)"
+        size = {(128, 18): "Swin-B", (96, 18): "Swin-S", (96, 6): "Swin-T"}.get(
+            (int(embed.shape[0]) if embed is not None else 0, blocks), "Swin of a non-standard size"
         )
-        return f"a Video Swin-{size} state dict ({layout.name})"
+        return f"a Video {size} state dict ({layout.name})"
     if layout.family == "i3d":
         return f"an Inception-I3D state dict ({layout.name})"
     return f"a {layout.name} state dict"
@@ -276,7 +276,7 @@ def load_network_weights(network: Network, path: Path, overrides: dict[str, Any]
     renamed = layout.rename(state) if layout is not None else None
     if layout is None or renamed is None or layout.family != FAMILY_OF[network.name]:
         raise AqaError(
-            f"{path} holds {describe_state(state, layout)}, not a {network.title}; pass a weights file of "
+            f"{path} holds {describe_state(state, layout)}, not {_article(network.title)} {network.title}; pass a weights file of "
             f"that network (or another recipe)"
         )
     classes = _classes(renamed)
@@ -320,6 +320,10 @@ def inspect_any_weights(path: str | Path) -> dict[str, Any]:
 
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "relative_position_index")
+
+
+def _article(title: str) -> str:
+    return "an" if title[0].lower() in "aeiou" else "a"
 
 
 def _classes(state: dict[str, Tensor]) -> int:
