@@ -260,7 +260,7 @@ def describe_state(state: dict[str, Tensor], layout: Layout | None) -> str:
         embed = renamed.get("patch_embed.proj.weight")
         blocks = len({k.split(".")[2] for k in renamed if k.startswith("features.4.")})
         size = {(128, 18): "Swin-B", (96, 18): "Swin-S", (96, 6): "Swin-T"}.get(
-            (int(embed.shape[0]) if embed is not None else 0, blocks), "Swin of a non-standard size"
+            (int(embed.shape[0]) if embed is not None else 0, blocks), "Swin (non-standard size)"
         )
         return f"a Video {size} state dict ({layout.name})"
     if layout.family == "i3d":
