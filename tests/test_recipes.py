@@ -3,6 +3,7 @@ reference network's features; recipes take exactly the published frames, clips a
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -382,3 +383,45 @@ def test_pyav_scaler_is_close_for_antialiased_recipes(name, width, height):
     expected = unnormalize(recipe, transform_frames(recipe, torch.from_numpy(frames)))
     difference = np.abs(found - expected)
     assert difference.mean() < 0.35 and np.percentile(difference, 99) <= 2.001
+
+
+def test_full_size_video_swin_b_release_keys_map_one_to_one_onto_torchvision():
+    """Every tensor of a full-size Swin-B release file has its torchvision key and shape (built on the
+    meta device: no memory, no time), so the real 350 MB file loads strictly."""
+    from torchvision.models.video import swin3d_b
+
+    from aqa_cli.models.video_networks import LAYOUTS
+
+    with torch.device("meta"):
+        reference = swin3d_b(num_classes=600)
+    state = reference.state_dict()
+    release = {release_key(k): v for k, v in state.items()}
+    layout = next(layout for layout in LAYOUTS if layout.recognise(release))
+    assert layout.name.startswith("Video Swin release")
+    renamed = layout.rename(release)
+    assert {k: tuple(v.shape) for k, v in renamed.items()} == {k: tuple(v.shape) for k, v in state.items()}
+    assert "backbone.layers.2.blocks.17.mlp.fc2.weight" in release
+    assert (
+        "backbone.layers.2.downsample.reduction.weight" in release
+        and "backbone.layers.3.downsample.norm.weight" not in release
+    )
+
+
+full_size = pytest.mark.skipif(
+    os.environ.get("AQA_FULL_NETWORKS") != "1",
+    reason="full-size networks are slow on CPUs; AQA_FULL_NETWORKS=1 runs them",
+)
+
+
+@full_size
+@pytest.mark.parametrize(
+    "name", ["vst-k600", "i3d-core", "i3d-tsa", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t"]
+)
+def test_full_size_recipes_give_their_feature_width(name):
+    recipe = get_recipe(name)
+    network, record = build_feature_network(recipe, None)
+    frames = torch.from_numpy(smooth_frames(recipe.clip, 270, 480))
+    with torch.inference_mode():
+        features = network(transform_frames(recipe, frames)[None])
+    assert features.shape == (1, recipe.feature_dim) == (1, network.feature_dim)
+    assert torch.isfinite(features).all() and record["sha256"] == "random init"

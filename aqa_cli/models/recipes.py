@@ -32,7 +32,6 @@ from aqa_cli.util.errors import AqaError
 
 IMAGENET = NORMALIZATIONS["imagenet"]
 KINETICS = NORMALIZATIONS["kinetics400"]
-MVIT_MEAN, MVIT_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 FRAME_RULES = ("all", "last", "linspace")
 LAYOUT_RULES = ("windows", "trim_center", "starts")
 
@@ -45,9 +44,7 @@ class Recipe:
     network: str  # a key of NETWORKS: what builds the backbone
     weights: str | None  # registry name of the default weights; None: random initialisation
     frames: dict  # {"rule": "all"} | {"rule": "last", "count": 103} | {"rule": "linspace", "count": 96}
-    spatial: (
-        dict  # resize_short | resize [h, w], then crop [h, w], then final [h, w]; interpolation, antialias
-    )
+    spatial: dict  # resize_short or resize [h, w], crop [h, w], final [h, w]; interpolation, antialias
     mean: tuple[float, float, float]  # on [0, 1] pixels
     std: tuple[float, float, float]
     clip: int  # frames per clip
@@ -76,9 +73,6 @@ class Recipe:
         values = dict(data)
         values["mean"], values["std"] = tuple(map(float, data["mean"])), tuple(map(float, data["std"]))
         return cls(**values)
-
-    def describe(self) -> str:
-        return self.description or f"{self.network} features"
 
 
 def _torchvision_recipe(name: str, dim: int, clip: int, description: str, fixed: bool = False) -> Recipe:
