@@ -425,3 +425,28 @@ def test_full_size_recipes_give_their_feature_width(name):
         features = network(transform_frames(recipe, frames)[None])
     assert features.shape == (1, recipe.feature_dim) == (1, network.feature_dim)
     assert torch.isfinite(features).all() and record["sha256"] == "random init"
+
+
+def test_a_network_is_rebuilt_from_its_record_or_refused(tmp_path):
+    from aqa_cli.models.recipes import rebuild_feature_network
+
+    torch.save(random_i3d().state_dict(), tmp_path / "i3d.pt")
+    recipe = get_recipe("i3d-tsa")
+    network, record = build_feature_network(recipe, tmp_path / "i3d.pt", overrides=NARROW_I3D)
+    clips = torch.randn(1, 3, 16, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(rebuild_feature_network(recipe, record, "run.pt")(clips), network(clips))
+    other = {
+        key: tensor + 1 if tensor.is_floating_point() else tensor
+        for key, tensor in random_i3d().state_dict().items()
+    }
+    torch.save(other, tmp_path / "i3d.pt")  # another file at the same path
+    with pytest.raises(AqaError, match=r"run.pt: .*i3d.pt is not the weights file .* \(sha256 differs\)"):
+        rebuild_feature_network(recipe, record, "run.pt")
+    tiny, record = build_feature_network(get_recipe("tiny-test"))
+    assert (
+        rebuild_feature_network(get_recipe("tiny-test"), record, "run.pt").state_dict().keys()
+        == tiny.state_dict().keys()
+    )
+    with pytest.raises(AqaError, match="cannot be rebuilt by torch"):
+        rebuild_feature_network(get_recipe("tiny-test"), {**record, "state_sha256": "0" * 64}, "run.pt")

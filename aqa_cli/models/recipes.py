@@ -475,3 +475,36 @@ def build_feature_network(
     module = FeatureNetwork(model, network).eval()
     record.update(state_sha256=state_sha256(module), overrides=overrides, network=network.name)
     return module, record
+
+
+def rebuild_feature_network(recipe: Recipe, record: dict[str, Any], where: str | Path) -> nn.Module:
+    """The network an extraction used, from its recipe and weights record (`build_feature_network`'s):
+    the same file, checked by sha256 (found again by its registry name when it moved), or the same
+    random initialisation, checked by the state's sha256 (it depends on the torch version)."""
+    from aqa_cli.models.registry import resolve_weights
+    from aqa_cli.util.hashing import file_sha256
+
+    overrides = record.get("overrides") or {}
+    if record.get("path") is None:
+        network, again = build_feature_network(recipe, None, overrides=overrides)
+        if again["state_sha256"] != record["state_sha256"]:
+            raise AqaError(
+                f"{where}: the random-init {recipe.network} (seed {record.get('seed')}) cannot be rebuilt "
+                f"by torch {torch.__version__}; use the torch version that extracted it, or extract with weights"
+            )
+        return network
+    path = Path(record["path"])
+    if not path.is_file() and record.get("name"):
+        path = resolve_weights(record["name"]).path
+    if not path.is_file():
+        raise AqaError(
+            f"{where}: its weights {record['path']} are missing; put that file (sha256 "
+            f"{record['sha256'][:16]}...) back at that path to score videos"
+        )
+    if file_sha256(path) != record["sha256"]:
+        raise AqaError(
+            f"{where}: {path} is not the weights file the features were extracted with (sha256 differs); "
+            "restore the original file"
+        )
+    network, _ = build_feature_network(recipe, path, overrides=overrides)
+    return network
