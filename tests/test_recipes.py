@@ -198,6 +198,8 @@ def test_unknown_recipes_and_fixed_clips_are_refused():
         get_recipe("vst")
     with pytest.raises(AqaError, match="exactly 16-frame clips"):
         get_recipe("mvit_v2_s", clip=32)
+    with pytest.raises(AqaError, match="recipe s3d takes clips of at least 14 frames"):
+        get_recipe("s3d", clip=8)
     with pytest.raises(AqaError, match="published clip layout"):
         get_recipe("i3d-core", clip=8)
     assert get_recipe("r3d_18", clip=8) == get_recipe("r3d_18", clip=8, stride=8)

@@ -54,6 +54,7 @@ class Recipe:
     feature_dim: int
     description: str = ""
     fixed_clip: bool = False  # the network takes only `clip` frames per clip (mvit); --clip is refused
+    min_clip: int = 1  # the fewest frames per clip the network takes (s3d: 14)
     seed: int = 0  # the random initialisation's seed when there are no weights
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def _torchvision_recipe(name: str, dim: int, clip: int, description: str, fixed:
         feature_dim=dim,
         description=f"torchvision {description}, {weights.name} weights, over whole videos in clip windows",
         fixed_clip=fixed,
+        min_clip=weights.meta.get("min_temporal_size") or 1,
     )
 
 
@@ -258,8 +260,11 @@ def get_recipe(name: str, *, clip: int | None = None, stride: int | None = None)
         raise AqaError(f"recipe {name}: the network takes exactly {recipe.clip}-frame clips; drop --clip")
     new_clip = recipe.clip if clip is None else clip
     new_stride = new_clip if stride is None else stride
-    if new_clip < 1 or new_stride < 1:
-        raise AqaError(f"--clip and --stride must be at least 1 (got {new_clip}, {new_stride})")
+    if new_clip < recipe.min_clip or new_stride < 1:
+        raise AqaError(
+            f"recipe {name} takes clips of at least {recipe.min_clip} frames and a --stride of at least 1 "
+            f"(got --clip {new_clip}, --stride {new_stride})"
+        )
     return dataclasses.replace(recipe, clip=new_clip, stride=new_stride)
 
 
