@@ -27,6 +27,12 @@ weights_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
+recipes_app = typer.Typer(
+    help="Feature recipes: the published ways of turning a video into clip features (network, weights, "
+    "frames, transform, clip layout).",
+    no_args_is_help=True,
+)
+app.add_typer(recipes_app, name="recipes")
 features_app = typer.Typer(
     help="Feature stores: import pre-extracted clip features, describe a store.", no_args_is_help=True
 )

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from aqa_cli.cli.app import app, features_app, weights_app
+from aqa_cli.cli.app import app, features_app, recipes_app, weights_app
 from aqa_cli.pipelines.options import (
     DEFAULT_FRAMES,
     DEFAULT_TIMEOUT,
@@ -45,20 +45,21 @@ def weights_inspect(
     path: Annotated[
         str,
         typer.Argument(
-            help="A Hara et al., IG-65M or torchvision .pth checkpoint, or a weights name from "
-            "`aqa weights list` (downloaded first if need be)."
+            help="A Hara et al., IG-65M or torchvision .pth checkpoint, a Video Swin or Inception-I3D file, "
+            "or a weights name from `aqa weights list` (downloaded first if need be)."
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Show what a checkpoint holds: family, depth, conv type, classes, parameters, normalization."""
+    """Show what a checkpoint holds: family, depth, conv type, classes, parameters, normalization (video
+    ResNets), or the network and file layout (Video Swin, Inception-I3D, torchvision's video models)."""
     from aqa_cli.cli.output import print_weights
-    from aqa_cli.models.pretrained import inspect_weights
     from aqa_cli.models.registry import inspect_named, named_record
+    from aqa_cli.models.video_networks import inspect_any_weights
 
     record = named_record(path)
     _fetch_named(path)
-    summary = inspect_named(record) if record is not None else inspect_weights(path)
+    summary = inspect_named(record) if record is not None else inspect_any_weights(path)
     print_weights(summary, str(path), as_json=json_out)
 
 
@@ -72,6 +73,20 @@ def weights_list(
     from aqa_cli.models.registry import load_registry
 
     print_weights_list(load_registry(), as_json=json_out)
+
+
+@recipes_app.command("list")
+def recipes_list(
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print every recipe's full record as JSON.")
+    ] = False,
+) -> None:
+    """List the feature recipes: network, default weights (and whether they are in torch's cache),
+    frames, spatial steps, clip layout and feature width."""
+    from aqa_cli.cli.output import print_recipes
+    from aqa_cli.models.recipes import recipe_rows
+
+    print_recipes(recipe_rows(), as_json=json_out)
 
 
 @weights_app.command("fetch")
@@ -510,6 +525,14 @@ def extract(
         int | None,
         typer.Option(help="With --recipe: frames between clip starts. (default: the recipe's, or --clip)"),
     ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            help="With --recipe: how the decode workers resize: exact (torchvision's resize, in numpy, within "
+            "one grey level) or ffmpeg (FFmpeg's scaler while converting colours: about 4x faster on HD "
+            "video, a few grey levels off). (default: exact)"
+        ),
+    ] = None,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -606,7 +629,7 @@ def extract(
         return
     from aqa_cli.pipelines.extract import extract_features
 
-    recipe_only = sorted({"stride", "shard", "timeout"} & given.keys())
+    recipe_only = sorted({"stride", "resize", "shard", "timeout"} & given.keys())
     if recipe_only:
         raise AqaError(
             f"--{recipe_only[0]} applies to extraction with --recipe; add --recipe NAME or drop it"

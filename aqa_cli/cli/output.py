@@ -427,7 +427,7 @@ def print_stream_extract_report(report) -> None:
             f"found done) in {report.seconds:.1f} s",
             highlight=False,
         )
-        weights = report.attributes["weights"]
+        weights = report.attributes["recipe_weights"]
         sha = weights.get("sha256") or weights.get("weights_sha256") or ""
         console.print(
             f"recipe: {report.attributes['recipe']['name']}; weights {weights.get('name', '')} {sha[:16]}",
@@ -477,7 +477,7 @@ def print_feature_summary(summary: dict, as_json: bool) -> None:
         rows["weights sha256"] = backbone["weights_sha256"]
     recipe = summary["attributes"].get("recipe")
     if recipe:
-        weights = summary["attributes"]["weights"]
+        weights = summary["attributes"]["recipe_weights"]
         rows["recipe"] = (
             f"{recipe['name']}: {recipe['description']}" if recipe.get("description") else recipe["name"]
         )
@@ -521,13 +521,11 @@ def print_weights(summary: dict, title: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    norm = summary["normalization"]
-    rows = {
-        **summary,
-        "parameters": f"{summary['parameters']:,}",
-        "normalization": f"{norm['name']}: mean {norm['mean']}, std {norm['std']}",
-        "key_prefix": summary["key_prefix"] or "none",
-    }
+    rows = {**summary, "parameters": f"{summary['parameters']:,}"}
+    if "normalization" in summary:  # a video ResNet checkpoint
+        norm = summary["normalization"]
+        rows["normalization"] = f"{norm['name']}: mean {norm['mean']}, std {norm['std']}"
+        rows["key_prefix"] = summary["key_prefix"] or "none"
     table = Table(title=title, show_header=False)
     for key, value in rows.items():
         table.add_row(key, str(value))
@@ -559,6 +557,29 @@ def print_weights_list(records: dict[str, WeightsRecord], as_json: bool) -> None
         size = f"~{row['size_mb']:.0f} MB" if row["size_mb"] else "?"
         cached = "yes" if row["cached"] else "no" if row["url"] else "no (by hand)"
         table.add_row(row["name"], row["description"], size, cached)
+    console.print(table)
+
+
+def print_recipes(rows: list[dict], as_json: bool) -> None:
+    """`aqa recipes list`."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="feature recipes (aqa extract --recipe NAME)")
+    for column in ("name", "network", "weights", "frames", "spatial", "clips", "dim"):
+        table.add_column(column, no_wrap=column in ("name", "dim"))
+    for row in rows:
+        cached = {True: "cached", False: "not cached", None: ""}[row["cached"]]
+        weights = f"{row['weights']} ({cached})" if row["weights"] else "random init / --weights"
+        table.add_row(
+            row["name"],
+            row["network"],
+            weights,
+            row["frames_text"],
+            row["spatial_text"],
+            row["layout_text"],
+            str(row["feature_dim"]),
+        )
     console.print(table)
 
 

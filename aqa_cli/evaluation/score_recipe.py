@@ -15,31 +15,13 @@ from aqa_cli.evaluation.plots import plot_timeline
 from aqa_cli.evaluation.score_common import failure_entry, score_fields
 from aqa_cli.media.decoder import VideoDecoder
 from aqa_cli.media.sources.base import Sample
-from aqa_cli.models.recipes import Recipe, build_feature_network, clip_starts, select_frames
+from aqa_cli.models.recipes import Recipe, clip_starts, rebuild_feature_network, select_frames
 from aqa_cli.models.streamed import VideoFeatures, stream_video_features
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import resolve_device
 
 THUMBNAILS = 4  # the most weighted clips shown under the timeline
 THUMBNAIL_WIDTH = 160
-
-
-def recorded_network(extraction: dict, path: Path):
-    """The recipe and its network as the feature store recorded them: the same weights file (by registry
-    name, else by path) or the same random initialisation; weights whose sha256, or a network whose
-    parameters, differ from the record are refused."""
-    recipe = Recipe.from_dict(extraction["recipe"])
-    recorded = extraction["weights"]
-    source = recorded.get("name") or recorded.get("path")  # neither: the recipe's seeded random init
-    network, weights = build_feature_network(recipe, source, overrides=recorded.get("overrides") or None)
-    for key in ("sha256", "state_sha256"):
-        if weights.get(key) != recorded.get(key):
-            raise AqaError(
-                f"{path}: its features were made by a network with {key} {recorded.get(key)}, but "
-                f"{source or 'the recipe random initialisation'} now gives {weights.get(key)}; restore that "
-                "weights file (or the torch version the features were extracted with)"
-            )
-    return recipe, network.eval()
 
 
 def score_with_recipe(
@@ -53,7 +35,8 @@ def score_with_recipe(
     """One result per video (see `score.score_videos`): path, frames, frames_lost, fps, recipe, the score
     fields, weights (their kind) and clips (clip, start, end in seconds, weight); or an `error` entry."""
     extraction = payload["extraction"]
-    recipe, network = recorded_network(extraction, path)
+    recipe = Recipe.from_dict(extraction["recipe"])
+    network = rebuild_feature_network(recipe, extraction["recipe_weights"], path).eval()
     target = resolve_device(device)
     network.to(target)
     head = load_head(payload, path).to(target)
@@ -62,7 +45,13 @@ def score_with_recipe(
         sample = Sample(id=video.stem, source=str(video))
         try:
             found = stream_video_features(
-                sample, recipe, network, target, extraction["precision"], int(extraction["batch_size"])
+                sample,
+                recipe,
+                network,
+                target,
+                extraction["precision"],
+                int(extraction["batch_size"]),
+                extraction["resize"],
             )
         except AqaError as exc:
             results.append(failure_entry(video, path, str(exc)))

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aqa_cli.models.normalization import NORMALIZATIONS
@@ -31,7 +32,6 @@ from aqa_cli.util.errors import AqaError
 
 IMAGENET = NORMALIZATIONS["imagenet"]
 KINETICS = NORMALIZATIONS["kinetics400"]
-MVIT_MEAN, MVIT_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 FRAME_RULES = ("all", "last", "linspace")
 LAYOUT_RULES = ("windows", "trim_center", "starts")
 
@@ -44,9 +44,7 @@ class Recipe:
     network: str  # a key of NETWORKS: what builds the backbone
     weights: str | None  # registry name of the default weights; None: random initialisation
     frames: dict  # {"rule": "all"} | {"rule": "last", "count": 103} | {"rule": "linspace", "count": 96}
-    spatial: (
-        dict  # resize_short | resize [h, w], then crop [h, w], then final [h, w]; interpolation, antialias
-    )
+    spatial: dict  # resize_short or resize [h, w], crop [h, w], final [h, w]; interpolation, antialias
     mean: tuple[float, float, float]  # on [0, 1] pixels
     std: tuple[float, float, float]
     clip: int  # frames per clip
@@ -56,6 +54,7 @@ class Recipe:
     feature_dim: int
     description: str = ""
     fixed_clip: bool = False  # the network takes only `clip` frames per clip (mvit); --clip is refused
+    min_clip: int = 1  # the fewest frames per clip the network takes (s3d: 14)
     seed: int = 0  # the random initialisation's seed when there are no weights
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,9 +74,6 @@ class Recipe:
         values = dict(data)
         values["mean"], values["std"] = tuple(map(float, data["mean"])), tuple(map(float, data["std"]))
         return cls(**values)
-
-    def describe(self) -> str:
-        return self.description or f"{self.network} features"
 
 
 def _torchvision_recipe(name: str, dim: int, clip: int, description: str, fixed: bool = False) -> Recipe:
@@ -109,6 +105,7 @@ def _torchvision_recipe(name: str, dim: int, clip: int, description: str, fixed:
         feature_dim=dim,
         description=f"torchvision {description}, {weights.name} weights, over whole videos in clip windows",
         fixed_clip=fixed,
+        min_clip=weights.meta.get("min_temporal_size") or 1,
     )
 
 
@@ -263,8 +260,11 @@ def get_recipe(name: str, *, clip: int | None = None, stride: int | None = None)
         raise AqaError(f"recipe {name}: the network takes exactly {recipe.clip}-frame clips; drop --clip")
     new_clip = recipe.clip if clip is None else clip
     new_stride = new_clip if stride is None else stride
-    if new_clip < 1 or new_stride < 1:
-        raise AqaError(f"--clip and --stride must be at least 1 (got {new_clip}, {new_stride})")
+    if new_clip < recipe.min_clip or new_stride < 1:
+        raise AqaError(
+            f"recipe {name} takes clips of at least {recipe.min_clip} frames and a --stride of at least 1 "
+            f"(got --clip {new_clip}, --stride {new_stride})"
+        )
     return dataclasses.replace(recipe, clip=new_clip, stride=new_stride)
 
 
@@ -354,8 +354,9 @@ def clip_starts(recipe: Recipe, selected: int) -> np.ndarray:
 
 def spatial_plan(recipe: Recipe, width: int, height: int) -> dict[str, Any]:
     """The spatial steps as numbers for a source of this display size, all (width, height) or
-    (left, top, width, height): `resize` the whole frame, then `crop` that box of the resized frame,
-    then resize it to `final` (equal to the crop's size when the recipe has no final resize).
+    (left, top, width, height): `resize` the whole frame, then `crop` that box of the resized frame
+    (a box reaching outside it, at a negative start, is black there, as torchvision pads), then resize it
+    to `final` (equal to the crop's size when the recipe has no final resize).
 
     Short-side resizing follows torchvision: the long side becomes int(short_side * long / short)."""
     spatial = recipe.spatial
@@ -369,28 +370,42 @@ def spatial_plan(recipe: Recipe, width: int, height: int) -> dict[str, Any]:
         resize_h, resize_w = spatial["resize"]
         size = (int(resize_w), int(resize_h))
     crop_h, crop_w = (int(v) for v in spatial["crop"])
-    if crop_w > size[0] or crop_h > size[1]:
-        raise AqaError(
-            f"recipe {recipe.name}: a {width}x{height} video resized to {size[0]}x{size[1]} is smaller than "
-            f"its {crop_w}x{crop_h} crop"
-        )
-    # torchvision's and torch_videovision's centre crop: int(round((size - crop) / 2))
-    left, top = int(round((size[0] - crop_w) / 2.0)), int(round((size[1] - crop_h) / 2.0))
-    final_h, final_w = spatial.get("final", [crop_h, crop_w])
     return {
         "resize": size,
-        "crop": (left, top, crop_w, crop_h),
-        "final": (int(final_w), int(final_h)),
+        "crop": (_crop_start(size[0], crop_w), _crop_start(size[1], crop_h), crop_w, crop_h),
+        "final": tuple(int(v) for v in reversed(spatial.get("final", [crop_h, crop_w]))),
         "interpolation": spatial.get("interpolation", "bilinear"),
         "antialias": bool(spatial.get("antialias", True)),
     }
 
 
+def _crop_start(length: int, crop: int) -> int:
+    """torchvision's centre crop: int(round((length - crop) / 2)); a crop larger than the frame is padded
+    with black around it first (negative start)."""
+    if crop > length:
+        return -((crop - length) // 2)
+    return int(round((length - crop) / 2.0))
+
+
+def crop_frames(video: Tensor, left: int, top: int, width: int, height: int) -> Tensor:
+    """The box of (..., H, W) frames; parts outside the frame are black (0), as torchvision pads."""
+    pad = [
+        max(0, -left),
+        max(0, left + width - video.shape[-1]),
+        max(0, -top),
+        max(0, top + height - video.shape[-2]),
+    ]
+    if any(pad):
+        video = F.pad(video, pad)
+        left, top = left + pad[0], top + pad[2]
+    return video[..., top : top + height, left : left + width]
+
+
 def _resize(frames: Tensor, size: tuple[int, int], plan: dict[str, Any]) -> Tensor:
     """uint8 (T, 3, H, W) -> uint8 (T, 3, h, w) at size (w, h), rounded back to uint8 as PIL and
     torchvision's video transforms do."""
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
 
     if tuple(frames.shape[-2:]) == (size[1], size[0]):
         return frames
@@ -407,8 +422,7 @@ def transform_frames(recipe: Recipe, frames: Tensor) -> Tensor:
         )
     plan = spatial_plan(recipe, int(frames.shape[2]), int(frames.shape[1]))
     video = _resize(frames.permute(0, 3, 1, 2), plan["resize"], plan)
-    left, top, width, height = plan["crop"]
-    video = _resize(video[:, :, top : top + height, left : left + width], plan["final"], plan)
+    video = _resize(crop_frames(video, *plan["crop"]), plan["final"], plan)
     return normalize(recipe, video.permute(1, 0, 2, 3))
 
 
@@ -466,3 +480,36 @@ def build_feature_network(
     module = FeatureNetwork(model, network).eval()
     record.update(state_sha256=state_sha256(module), overrides=overrides, network=network.name)
     return module, record
+
+
+def rebuild_feature_network(recipe: Recipe, record: dict[str, Any], where: str | Path) -> nn.Module:
+    """The network an extraction used, from its recipe and weights record (`build_feature_network`'s):
+    the same file, checked by sha256 (found again by its registry name when it moved), or the same
+    random initialisation, checked by the state's sha256 (it depends on the torch version)."""
+    from aqa_cli.models.registry import resolve_weights
+    from aqa_cli.util.hashing import file_sha256
+
+    overrides = record.get("overrides") or {}
+    if record.get("path") is None:
+        network, again = build_feature_network(recipe, None, overrides=overrides)
+        if again["state_sha256"] != record["state_sha256"]:
+            raise AqaError(
+                f"{where}: the random-init {recipe.network} (seed {record.get('seed')}) cannot be rebuilt "
+                f"by torch {torch.__version__}; use the torch version that extracted it, or extract with weights"
+            )
+        return network
+    path = Path(record["path"])
+    if not path.is_file() and record.get("name"):
+        path = resolve_weights(record["name"]).path
+    if not path.is_file():
+        raise AqaError(
+            f"{where}: its weights {record['path']} are missing; put that file (sha256 "
+            f"{record['sha256'][:16]}...) back at that path to score videos"
+        )
+    if file_sha256(path) != record["sha256"]:
+        raise AqaError(
+            f"{where}: {path} is not the weights file the features were extracted with (sha256 differs); "
+            "restore the original file"
+        )
+    network, _ = build_feature_network(recipe, path, overrides=overrides)
+    return network

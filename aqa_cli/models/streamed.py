@@ -1,8 +1,8 @@
 """A recipe's clip features from frames that arrive in chunks (`media.streaming`), in flat memory.
 
-The frames come resized and cropped by FFmpeg's scaler in the decode workers (the recipe's spatial
-plan); only the normalization and the network run here. So the spatial steps are not bit-identical to
-`recipes.transform_frames` (torchvision's resize), but close: see tests/test_stream_extract.py.
+The frames come resized and cropped in the decode workers by the recipe's spatial plan (`media.spatial`,
+torchvision's resize within one grey level; or FFmpeg's scaler with `--resize ffmpeg`); only the
+normalization and the network run here.
 
 `ClipAssembler` keeps only the frames that clips not yet computed still need, runs the network on
 `batch` clips at a time and records each clip's start and end time. `aqa extract --recipe` feeds it
@@ -119,7 +119,14 @@ class ClipAssembler:
 
 
 def stream_video_features(
-    sample: Sample, recipe: Recipe, network, device, precision: str, batch: int, threads: int = 0
+    sample: Sample,
+    recipe: Recipe,
+    network,
+    device,
+    precision: str,
+    batch: int,
+    resize: str = "exact",
+    threads: int = 0,
 ) -> VideoFeatures:
     """One sample's features in this process, through the same steps as `aqa extract --recipe`."""
     probe = probe_sample(sample)
@@ -135,7 +142,7 @@ def stream_video_features(
             else:
                 outcome.append(message)
 
-        StreamWork(threads)(job, receive)
+        StreamWork(resize, threads)(job, receive)
         (last,) = outcome
         if isinstance(last, Failure):
             raise AqaError(last.reason)

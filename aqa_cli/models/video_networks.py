@@ -259,10 +259,10 @@ def describe_state(state: dict[str, Tensor], layout: Layout | None) -> str:
         renamed = layout.rename(state) or state
         embed = renamed.get("patch_embed.proj.weight")
         blocks = len({k.split(".")[2] for k in renamed if k.startswith("features.4.")})
-        size = {(128, 18): "B", (96, 18): "S", (96, 6): "T"}.get(
-            (int(embed.shape[0]) if embed is not None else 0, blocks), "(non-standard size)"
+        size = {(128, 18): "Swin-B", (96, 18): "Swin-S", (96, 6): "Swin-T"}.get(
+            (int(embed.shape[0]) if embed is not None else 0, blocks), "Swin (non-standard size)"
         )
-        return f"a Video Swin-{size} state dict ({layout.name})"
+        return f"a Video {size} state dict ({layout.name})"
     if layout.family == "i3d":
         return f"an Inception-I3D state dict ({layout.name})"
     return f"a {layout.name} state dict"
@@ -276,7 +276,7 @@ def load_network_weights(network: Network, path: Path, overrides: dict[str, Any]
     renamed = layout.rename(state) if layout is not None else None
     if layout is None or renamed is None or layout.family != FAMILY_OF[network.name]:
         raise AqaError(
-            f"{path} holds {describe_state(state, layout)}, not a {network.title}; pass a weights file of "
+            f"{path} holds {describe_state(state, layout)}, not {_article(network.title)} {network.title}; pass a weights file of "
             f"that network (or another recipe)"
         )
     classes = _classes(renamed)
@@ -287,6 +287,43 @@ def load_network_weights(network: Network, path: Path, overrides: dict[str, Any]
     computed = {key: tensor for key, tensor in expected.items() if key.endswith("relative_position_index")}
     load_tensors_strictly(model, {**renamed, **computed}, f"{path} ({layout.name})", network.title)
     return model, layout.name
+
+
+def inspect_network_weights(path: str | Path, network: str | None = None) -> dict[str, Any]:
+    """A plain-JSON summary of a recipe network's weights file (what `aqa weights inspect` prints); with
+    `network`, the file must load strictly into it (a file of another network is refused, naming it)."""
+    path = Path(path)
+    state = read_state_dict(path)
+    layout = recognise(state)
+    summary: dict[str, Any] = {
+        "path": str(path),
+        "holds": describe_state(state, layout),
+        "layout": layout.name if layout is not None else None,
+        "tensors": len(state),
+        "parameters": sum(t.numel() for k, t in state.items() if not k.endswith(BUFFERS)),
+    }
+    if network is not None:
+        model, _ = load_network_weights(network_named(network), path, {})
+        summary.update(network=network, classes=_classes(model.state_dict()))
+    return summary
+
+
+def inspect_any_weights(path: str | Path) -> dict[str, Any]:
+    """`aqa weights inspect FILE`: a video ResNet checkpoint as `inspect_weights` tells it, any other
+    recognised file (Video Swin, I3D, torchvision's video models) by its layout."""
+    from aqa_cli.models.pretrained import inspect_weights
+
+    layout = recognise(read_state_dict(Path(path)))
+    if layout is None or layout.family == "resnet":
+        return inspect_weights(path)
+    return inspect_network_weights(path)
+
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "relative_position_index")
+
+
+def _article(title: str) -> str:
+    return "an" if title[0].lower() in "aeiou" else "a"
 
 
 def _classes(state: dict[str, Tensor]) -> int:

@@ -66,6 +66,9 @@ class StreamExtractOptions:
     weights: str = ""  # "" = the recipe's default weights; a name or a file in the recipe's layout
     clip: int | None = None  # None = the recipe's own clip length and stride
     stride: int | None = None
+    resize: str = (
+        "exact"  # the decode workers' resizer: exact (numpy, torchvision's within 1 level) or ffmpeg
+    )
     out: str = ""  # "" = data/<source>-<recipe>[.shardKofN].features.h5
     shard: str | None = None
     batch_size: int = 4  # clips per forward pass

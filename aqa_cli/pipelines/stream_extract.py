@@ -24,7 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from aqa_cli.media.sources.base import Sample
-from aqa_cli.media.streaming import Failure, Finished, FrameChunk, ProbeWork, Recount, StreamJob, StreamWork
+from aqa_cli.media.streaming import (
+    RESIZERS,
+    Failure,
+    Finished,
+    FrameChunk,
+    ProbeWork,
+    Recount,
+    StreamJob,
+    StreamWork,
+)
 from aqa_cli.media.worker_pool import WorkerPool
 from aqa_cli.models.recipes import build_feature_network, get_recipe
 from aqa_cli.models.streamed import MAX_RECOUNTS, ClipAssembler, VideoFeatures, plan_stream
@@ -60,6 +69,8 @@ def extract_from_videos(
     if options.batch_size < 1:
         raise AqaError("--batch-size must be at least 1")
     recipe = get_recipe(options.recipe, clip=options.clip, stride=options.stride)
+    if options.resize not in RESIZERS:
+        raise AqaError(f"unknown --resize {options.resize!r}; choose one of {', '.join(RESIZERS)}")
     shard_index, shard_count = parse_shard(options.shard)
     scan, default_name = resolve_source(Path(options.source), DEFAULT_FRAMES, "uniform")
     samples = [sample for n, sample in enumerate(scan.samples) if n % shard_count == shard_index]
@@ -84,9 +95,10 @@ def extract_from_videos(
         "clip_len": recipe.clip,
         "views": [{"shift": 0, "flip": False}],  # one view: the whole video
         "recipe": recipe.to_dict(),
-        "weights": weights,
+        "recipe_weights": weights,
         "precision": precision,
         "batch_size": options.batch_size,
+        "resize": options.resize,
         "shard": options.shard or "",
         "samples_sha256": labels.digest(),
     }
@@ -105,7 +117,7 @@ def extract_from_videos(
         if todo:
             workers = max(1, min(options.workers or os.cpu_count() or 1, len(todo)))
             with WorkerPool(workers, options.timeout or DEFAULT_TIMEOUT) as pool:
-                run = _Run(recipe, network, device, precision, options.batch_size, partial, report, progress)
+                run = _Run(recipe, network, device, precision, options, partial, report, progress)
                 run.extract(pool, todo, len(samples))
                 failed += run.failed
         done = [sample for sample in samples if partial.has(sample.id)]
@@ -133,7 +145,7 @@ def _up_to_date(out: Path, attributes: dict, samples: int) -> bool:
     if made_with == json.loads(json.dumps(attributes)):
         return stored == samples
     if made_with.get("recipe") == json.loads(json.dumps(attributes["recipe"])) and (
-        made_with.get("weights") == json.loads(json.dumps(attributes["weights"]))
+        made_with.get("recipe_weights") == json.loads(json.dumps(attributes["recipe_weights"]))
     ):
         return False  # the same features over other (or more) videos: extracted again from the partials
     raise AqaError(
@@ -146,14 +158,9 @@ class _Run:
     """One extraction's rounds: probe every video, then stream each (again, when a decode found another
     frame count than the probe)."""
 
-    def __init__(self, recipe, network, device, precision, batch, partial, report, progress):
-        self.recipe, self.network, self.device, self.precision, self.batch = (
-            recipe,
-            network,
-            device,
-            precision,
-            batch,
-        )
+    def __init__(self, recipe, network, device, precision, options, partial, report, progress):
+        self.recipe, self.network, self.device, self.precision = recipe, network, device, precision
+        self.batch, self.resize = options.batch_size, options.resize
         self.partial, self.report, self.progress = partial, report, progress
         self.failed: list[tuple[str, str]] = []
         self.total = 0
@@ -222,7 +229,7 @@ class _Run:
             assemblers.pop(job.sample.id, None)  # it streams again from its first frame
             return job
 
-        pool.run(jobs, StreamWork(), receive, self._gave_up, remaining)
+        pool.run(jobs, StreamWork(self.resize), receive, self._gave_up, remaining)
         return again
 
     def _store(self, sample_id: str, found: VideoFeatures) -> None:

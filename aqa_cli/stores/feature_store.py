@@ -37,7 +37,7 @@ JSON_ATTRIBUTES = (
     "video_store",
     "source",
     "recipe",
-    "weights",
+    "recipe_weights",
 )
 """Root attributes stored as JSON text."""
 

@@ -82,7 +82,10 @@ def extraction_record(attributes: dict) -> dict | None:
     repeats on a new video); None for other stores."""
     if attributes.get("recipe") is None:
         return None
-    return {key: attributes[key] for key in ("recipe", "weights", "dtype", "batch_size", "precision")}
+    record = {
+        key: attributes[key] for key in ("recipe", "recipe_weights", "dtype", "batch_size", "precision")
+    }
+    return {**record, "resize": attributes.get("resize", "exact")}
 
 
 def train_heads(
