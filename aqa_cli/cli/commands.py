@@ -660,7 +660,7 @@ def _extract_with_recipe(given: dict) -> None:
     if "store" in given or "source" not in given:
         raise AqaError(
             "--recipe reads raw videos: give them as SOURCE (a folder, a CSV manifest or a dataset root); a "
-            "video store holds frames already shrunk to 171x128, so extract it without --recipe"
+            "video store (--store) holds frames already shrunk to 171x128, so extract it without --recipe"
         )
     options = StreamExtractOptions(**given)
     _fetch_named(options.weights)

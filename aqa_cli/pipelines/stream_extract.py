@@ -72,6 +72,12 @@ def extract_from_videos(
     if options.resize not in RESIZERS:
         raise AqaError(f"unknown --resize {options.resize!r}; choose one of {', '.join(RESIZERS)}")
     shard_index, shard_count = parse_shard(options.shard)
+    if Path(options.source).suffix.lower() in (".h5", ".hdf5"):
+        raise AqaError(
+            f"{options.source} is a store, and --recipe reads raw videos: give the folder, CSV manifest or "
+            "dataset root its videos came from (a video store holds frames shrunk to 171x128; extract it "
+            "without --recipe)"
+        )
     scan, default_name = resolve_source(Path(options.source), DEFAULT_FRAMES, "uniform")
     samples = [sample for n, sample in enumerate(scan.samples) if n % shard_count == shard_index]
     positions = {sample.id: n for n, sample in enumerate(scan.samples)}
