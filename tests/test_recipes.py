@@ -262,6 +262,14 @@ def test_recipes_take_the_published_frames_and_clips(numbered_frames):
     assert [c[0] for c in windows] == [0, 24, 48, 72, 96] and windows[-1][-1] == 111
 
 
+def test_dataset_spans_choose_the_action_frames(numbered_frames):
+    core = numbered_frames[select_frames(get_recipe("i3d-core"), 120, span=(30, 110))]
+    assert core.tolist() == list(range(7, 110))  # CoRe: image_list[end_frame - 103 : end_frame]
+    tsa = numbered_frames[select_frames(get_recipe("i3d-tsa"), 120, span=(10, 60))]
+    assert tsa.tolist() == np.linspace(10, 59, 96).astype(int).tolist()
+    assert select_frames(get_recipe("vst-k600"), 120, span=(100, 130)).tolist() == list(range(100, 120))
+
+
 def test_short_videos_give_no_clips_or_repeat_frames():
     assert clip_starts(get_recipe("vst-k600"), 31).size == 0
     assert clip_starts(get_recipe("r3d_18"), 15).size == 0

@@ -318,19 +318,23 @@ def recipe_rows() -> list[dict[str, Any]]:
 # --- frames and clips ----------------------------------------------------------------------------------
 
 
-def select_frames(recipe: Recipe, frame_count: int) -> np.ndarray:
+def select_frames(recipe: Recipe, frame_count: int, span: tuple[int, int] | None = None) -> np.ndarray:
     """Indices of the decoded frames the recipe uses, in order (TSA's linspace may repeat frames on short
-    videos). For a video outside a dataset the whole video is the action (CoRe: its last frames)."""
+    actions). `span` = (start, end): the action's decoded frames [start, end) in a dataset's annotation
+    (CoRe: the `count` frames before MTL-AQA's end_frame, `image_list[end - count : end]`; TSA:
+    `linspace(start, end - 1, count)`); None: the whole video is the action."""
+    start, end = span if span is not None else (0, frame_count)
+    start, end = max(0, start), min(end, frame_count)
     rule = recipe.frames["rule"]
     if rule == "all":
-        return np.arange(frame_count, dtype=np.int64)
+        return np.arange(start, end, dtype=np.int64)
     count = int(recipe.frames["count"])
     if rule == "last":
-        return np.arange(max(0, frame_count - count), frame_count, dtype=np.int64)
+        return np.arange(max(0, end - count), end, dtype=np.int64)
     if rule == "linspace":
-        if frame_count < 1:
+        if end <= start:
             return np.zeros(0, dtype=np.int64)
-        return np.linspace(0, frame_count - 1, count).astype(np.int64)
+        return np.linspace(start, end - 1, count).astype(np.int64)
     raise AqaError(f"recipe {recipe.name}: unknown frame rule {rule!r}; known: {', '.join(FRAME_RULES)}")
 
 
