@@ -11,8 +11,12 @@ replay it. The published recipes are described in `shared/docs/feature-recipes.m
 - `paper-*`: the paper's video ResNets over the video store's windows (the `aqa extract --store` path);
 - `tiny-test`: a few-millisecond random network over 32x32 frames for tests and synthetic data.
 
-The spatial steps are computed by `spatial_plan` as plain numbers (so a decoding worker without torch
-can resize with PyAV's scaler and crop with numpy), and applied by `transform_frames`, the reference.
+The spatial steps are computed by `spatial_plan` as plain numbers and applied by `transform_frames`, the
+reference. A decoding worker without torch computes the plan once per video and applies it with
+`media.spatial.apply_spatial_plan` (uint8 (T, h, w, 3), within one grey level of the reference); the
+process with the network then calls `normalize(recipe, frames.permute(3, 0, 1, 2))`. PyAV's BILINEAR
+scaler at the plan's resize size is close enough only for the antialiased recipes (tests/test_recipes.py
+states both tolerances).
 """
 
 from __future__ import annotations
