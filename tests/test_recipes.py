@@ -460,3 +460,25 @@ def test_a_network_is_rebuilt_from_its_record_or_refused(tmp_path):
     )
     with pytest.raises(AqaError, match="cannot be rebuilt by torch"):
         rebuild_feature_network(get_recipe("tiny-test"), {**record, "state_sha256": "0" * 64}, "run.pt")
+
+
+def test_torchvision_state_dicts_load_strictly_and_give_the_classifier_input(tmp_path):
+    from torchvision.models import get_model
+
+    torch.manual_seed(4)
+    reference = get_model("mc3_18", num_classes=400).eval()
+    torch.save(reference.state_dict(), tmp_path / "mc3_18-random.pth")
+    swin = tiny_swin_reference()
+    torch.save(swin.state_dict(), tmp_path / "swin3d-random.pth")
+    with torch.inference_mode():
+        network, record = build_feature_network(get_recipe("mc3_18"), tmp_path / "mc3_18-random.pth")
+        assert record["layout"] == "video ResNet" and network.feature_dim == 512
+        clips = torch.randn(1, 3, 4, 32, 32)
+        reference.fc = nn.Identity()
+        torch.testing.assert_close(network(clips), reference(clips))
+        network, record = build_feature_network(
+            get_recipe("swin3d_b"), tmp_path / "swin3d-random.pth", overrides=TINY_SWIN
+        )
+        assert record["layout"] == "torchvision Video Swin"
+        swin.head = nn.Identity()
+        torch.testing.assert_close(network(clips), swin(clips))
