@@ -279,12 +279,15 @@ def load_network_weights(network: Network, path: Path, overrides: dict[str, Any]
             f"{path} holds {describe_state(state, layout)}, not {_article(network.title)} {network.title}; "
             "pass a weights file of that network (or another recipe)"
         )
-    classes = _classes(renamed)
-    model = network.build(classes, overrides)
-    expected = model.state_dict()
-    # the relative position index is computed by the module itself; a file may carry it
+    # built on the meta device (initialising Swin-B's tensors would take seconds), every tensor then
+    # assigned from the file; Swin's relative position index is computed, whether the file carries it or not
+    with torch.device("meta"):
+        model = network.build(_classes(renamed), overrides)
+    for module in model.modules():
+        if hasattr(module, "define_relative_position_index"):
+            module.define_relative_position_index()
     renamed = {key: tensor for key, tensor in renamed.items() if not key.endswith("relative_position_index")}
-    computed = {key: tensor for key, tensor in expected.items() if key.endswith("relative_position_index")}
+    computed = {k: t for k, t in model.state_dict().items() if k.endswith("relative_position_index")}
     load_tensors_strictly(model, {**renamed, **computed}, f"{path} ({layout.name})", network.title)
     return model, layout.name
 
