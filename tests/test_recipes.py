@@ -262,6 +262,14 @@ def test_recipes_take_the_published_frames_and_clips(numbered_frames):
     assert [c[0] for c in windows] == [0, 24, 48, 72, 96] and windows[-1][-1] == 111
 
 
+def test_dataset_spans_choose_the_action_frames(numbered_frames):
+    core = numbered_frames[select_frames(get_recipe("i3d-core"), 120, span=(30, 110))]
+    assert core.tolist() == list(range(7, 110))  # CoRe: image_list[end_frame - 103 : end_frame]
+    tsa = numbered_frames[select_frames(get_recipe("i3d-tsa"), 120, span=(10, 60))]
+    assert tsa.tolist() == np.linspace(10, 59, 96).astype(int).tolist()
+    assert select_frames(get_recipe("vst-k600"), 120, span=(100, 130)).tolist() == list(range(100, 120))
+
+
 def test_short_videos_give_no_clips_or_repeat_frames():
     assert clip_starts(get_recipe("vst-k600"), 31).size == 0
     assert clip_starts(get_recipe("r3d_18"), 15).size == 0
@@ -452,3 +460,25 @@ def test_a_network_is_rebuilt_from_its_record_or_refused(tmp_path):
     )
     with pytest.raises(AqaError, match="cannot be rebuilt by torch"):
         rebuild_feature_network(get_recipe("tiny-test"), {**record, "state_sha256": "0" * 64}, "run.pt")
+
+
+def test_torchvision_state_dicts_load_strictly_and_give_the_classifier_input(tmp_path):
+    from torchvision.models import get_model
+
+    torch.manual_seed(4)
+    reference = get_model("mc3_18", num_classes=400).eval()
+    torch.save(reference.state_dict(), tmp_path / "mc3_18-random.pth")
+    swin = tiny_swin_reference()
+    torch.save(swin.state_dict(), tmp_path / "swin3d-random.pth")
+    with torch.inference_mode():
+        network, record = build_feature_network(get_recipe("mc3_18"), tmp_path / "mc3_18-random.pth")
+        assert record["layout"] == "video ResNet" and network.feature_dim == 512
+        clips = torch.randn(1, 3, 4, 32, 32)
+        reference.fc = nn.Identity()
+        torch.testing.assert_close(network(clips), reference(clips))
+        network, record = build_feature_network(
+            get_recipe("swin3d_b"), tmp_path / "swin3d-random.pth", overrides=TINY_SWIN
+        )
+        assert record["layout"] == "torchvision Video Swin"
+        swin.head = nn.Identity()
+        torch.testing.assert_close(network(clips), swin(clips))

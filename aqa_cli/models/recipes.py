@@ -11,8 +11,12 @@ replay it. The published recipes are described in `shared/docs/feature-recipes.m
 - `paper-*`: the paper's video ResNets over the video store's windows (the `aqa extract --store` path);
 - `tiny-test`: a few-millisecond random network over 32x32 frames for tests and synthetic data.
 
-The spatial steps are computed by `spatial_plan` as plain numbers (so a decoding worker without torch
-can resize with PyAV's scaler and crop with numpy), and applied by `transform_frames`, the reference.
+The spatial steps are computed by `spatial_plan` as plain numbers and applied by `transform_frames`, the
+reference. A decoding worker without torch computes the plan once per video and applies it with
+`media.spatial.apply_spatial_plan` (uint8 (T, h, w, 3), within one grey level of the reference); the
+process with the network then calls `normalize(recipe, frames.permute(3, 0, 1, 2))`. PyAV's BILINEAR
+scaler at the plan's resize size is close enough only for the antialiased recipes (tests/test_recipes.py
+states both tolerances).
 """
 
 from __future__ import annotations
@@ -318,19 +322,23 @@ def recipe_rows() -> list[dict[str, Any]]:
 # --- frames and clips ----------------------------------------------------------------------------------
 
 
-def select_frames(recipe: Recipe, frame_count: int) -> np.ndarray:
+def select_frames(recipe: Recipe, frame_count: int, span: tuple[int, int] | None = None) -> np.ndarray:
     """Indices of the decoded frames the recipe uses, in order (TSA's linspace may repeat frames on short
-    videos). For a video outside a dataset the whole video is the action (CoRe: its last frames)."""
+    actions). `span` = (start, end): the action's decoded frames [start, end) in a dataset's annotation
+    (CoRe: the `count` frames before MTL-AQA's end_frame, `image_list[end - count : end]`; TSA:
+    `linspace(start, end - 1, count)`); None: the whole video is the action."""
+    start, end = span if span is not None else (0, frame_count)
+    start, end = max(0, start), min(end, frame_count)
     rule = recipe.frames["rule"]
     if rule == "all":
-        return np.arange(frame_count, dtype=np.int64)
+        return np.arange(start, end, dtype=np.int64)
     count = int(recipe.frames["count"])
     if rule == "last":
-        return np.arange(max(0, frame_count - count), frame_count, dtype=np.int64)
+        return np.arange(max(0, end - count), end, dtype=np.int64)
     if rule == "linspace":
-        if frame_count < 1:
+        if end <= start:
             return np.zeros(0, dtype=np.int64)
-        return np.linspace(0, frame_count - 1, count).astype(np.int64)
+        return np.linspace(start, end - 1, count).astype(np.int64)
     raise AqaError(f"recipe {recipe.name}: unknown frame rule {rule!r}; known: {', '.join(FRAME_RULES)}")
 
 

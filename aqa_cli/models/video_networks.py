@@ -162,7 +162,7 @@ class Layout:
     """One published file naming: how to recognise it and rename it to the project's names."""
 
     name: str
-    family: str  # "swin", "i3d", "resnet", "torchvision"
+    family: str  # the networks it fits (FAMILY_OF): "swin", "i3d", "resnet", "s3d", "mvit"
     recognise: Callable[[dict[str, Tensor]], bool]
     rename: Callable[[dict[str, Tensor]], dict[str, Tensor] | None]
 
@@ -204,13 +204,13 @@ LAYOUTS: list[Layout] = [
     ),
     Layout(
         "torchvision S3D",
-        "torchvision",
+        "s3d",
         lambda s: "features.0.0.0.weight" in s and "classifier.1.weight" in s,
         _keep,
     ),
     Layout(
         "torchvision MViT",
-        "torchvision",
+        "mvit",
         lambda s: "conv_proj.weight" in s and "pos_encoding.class_token" in s,
         _keep,
     ),
@@ -221,9 +221,9 @@ FAMILY_OF = {
     "r3d_18": "resnet",
     "mc3_18": "resnet",
     "r2plus1d_18": "resnet",
-    "s3d": "torchvision",
-    "mvit_v1_b": "torchvision",
-    "mvit_v2_s": "torchvision",
+    "s3d": "s3d",
+    "mvit_v1_b": "mvit",
+    "mvit_v2_s": "mvit",
     "tiny": "tiny",
 }
 
@@ -276,15 +276,18 @@ def load_network_weights(network: Network, path: Path, overrides: dict[str, Any]
     renamed = layout.rename(state) if layout is not None else None
     if layout is None or renamed is None or layout.family != FAMILY_OF[network.name]:
         raise AqaError(
-            f"{path} holds {describe_state(state, layout)}, not {_article(network.title)} {network.title}; pass a weights file of "
-            f"that network (or another recipe)"
+            f"{path} holds {describe_state(state, layout)}, not {_article(network.title)} {network.title}; "
+            "pass a weights file of that network (or another recipe)"
         )
-    classes = _classes(renamed)
-    model = network.build(classes, overrides)
-    expected = model.state_dict()
-    # the relative position index is computed by the module itself; a file may carry it
+    # built on the meta device (initialising Swin-B's tensors would take seconds), every tensor then
+    # assigned from the file; Swin's relative position index is computed, whether the file carries it or not
+    with torch.device("meta"):
+        model = network.build(_classes(renamed), overrides)
+    for module in model.modules():
+        if hasattr(module, "define_relative_position_index"):
+            module.define_relative_position_index()
     renamed = {key: tensor for key, tensor in renamed.items() if not key.endswith("relative_position_index")}
-    computed = {key: tensor for key, tensor in expected.items() if key.endswith("relative_position_index")}
+    computed = {k: t for k, t in model.state_dict().items() if k.endswith("relative_position_index")}
     load_tensors_strictly(model, {**renamed, **computed}, f"{path} ({layout.name})", network.title)
     return model, layout.name
 
