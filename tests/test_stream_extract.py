@@ -183,3 +183,21 @@ def test_killed_extraction_reruns_to_the_same_bytes_and_shards_merge_to_them(
     merged = tmp_path / "merged.h5"
     run_aqa("features", "merge", *shards, "--out", merged, check=0)
     assert sha256(merged) == sha256(extracted)  # as the unsharded run wrote it
+
+
+def test_a_frame_count_that_decoding_contradicts_is_recounted(programs: Path) -> None:
+    """The probe's demuxed count is a guess: a stream job made for another count ends with `Recount`
+    (its true count), never with features of the wrong clips."""
+    from aqa_cli.media.sources.base import Sample
+    from aqa_cli.media.streaming import FrameChunk, Recount, StreamWork, probe_sample
+    from aqa_cli.models.streamed import plan_stream
+
+    recipe = get_recipe("tiny-test", clip=8)
+    sample = Sample(id="program_001", source=str(programs.parent / "program_001.mp4"))
+    probe = probe_sample(sample)
+    true_count = len(read_video(sample.source, (8, 8))[0])
+    assert probe.frames == true_count
+    messages: list = []
+    StreamWork()(plan_stream(recipe, sample, true_count + 5, probe.width, probe.height), messages.append)
+    assert messages[-1] == Recount("program_001", true_count)
+    assert all(isinstance(message, FrameChunk) for message in messages[:-1])
