@@ -912,10 +912,11 @@ def score(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
 ) -> None:
-    from aqa_cli.cli.output import print_scores
+    from aqa_cli.cli.output import print_scores, sample_progress
     from aqa_cli.evaluation.score import score_videos
 
-    results = score_videos(videos, difficulty or [], run, checkpoint, device, explain)
+    with sample_progress("score") as advance:  # on stderr; shown only for long videos (recipe heads)
+        results = score_videos(videos, difficulty or [], run, checkpoint, device, explain, advance)
     print_scores(results, as_json=json_out)
     if any("error" in result for result in results):
         raise typer.Exit(1)

@@ -25,6 +25,7 @@ A video that cannot be decoded becomes an entry with an `error` line; the others
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,16 +59,20 @@ def score_videos(
     checkpoint: Path | None = None,
     device: str = "auto",
     explain: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """One JSON-able dict per video, in order: path, frames_sampled (T), frames_lost, checkpoint, quality,
     difficulty, score, score_rule, source_frames ([first, last) of the window in the video), weights
     (weight-decider or uniform), clips (window_frames, source_frames, weight each) and explanation (the
-    PNG, with `explain`); or path, checkpoint and `error` (one line) for a video that cannot be read."""
+    PNG, with `explain`); or path, checkpoint and `error` (one line) for a video that cannot be read.
+    Heads trained on a recipe's features score videos of any length instead (`score_recipe`: per clip
+    start, end and weight; `explain` draws a timeline), calling `progress(video, clips, total)`."""
     per_video = difficulty_per_video(difficulties, len(videos))
     path = find_checkpoint(run, checkpoint)
     payload = load_checkpoint(path)
     if payload.get("extraction") is not None:  # heads on a recipe's features: any length, timed clips
-        return score_with_recipe(videos, per_video, payload, path, device, explanation_paths(explain, videos))
+        paths = explanation_paths(explain, videos)
+        return score_with_recipe(videos, per_video, payload, path, device, paths, progress)
     trained = trained_model_from(payload, path)
     store = trained.store
     shape = ClipShape(store["frames"], store["width"], store["height"])

@@ -5,6 +5,7 @@ end time, so the weights can be drawn along the performance (`--explain`: `plots
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ def score_with_recipe(
     path: Path,
     device: str,
     explain: list[Path | None],
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """One result per video (see `score.score_videos`): path, frames, frames_lost, fps, recipe, the score
     fields, weights (their kind) and clips (clip, start, end in seconds, weight); or an `error` entry."""
@@ -41,8 +43,14 @@ def score_with_recipe(
     network.to(target)
     head = load_head(payload, path).to(target)
     results = []
+    done = 0  # clips of the videos before this one, for `progress(video, clips, total so far)`
     for video, difficulty, png in zip(videos, difficulties, explain, strict=True):
         sample = Sample(id=video.stem, source=str(video))
+
+        def advance(clips: int, total: int, name: str = video.name, before: int = done) -> None:
+            if progress is not None:
+                progress(name, clips, before + total)
+
         try:
             found = stream_video_features(
                 sample,
@@ -52,6 +60,7 @@ def score_with_recipe(
                 extraction["precision"],
                 int(extraction["batch_size"]),
                 extraction["resize"],
+                progress=advance,
             )
         except AqaError as exc:
             results.append(failure_entry(video, path, str(exc)))
@@ -61,6 +70,7 @@ def score_with_recipe(
                 failure_entry(video, path, f"unexpected {type(exc).__name__} while decoding {video}: {exc}")
             )
             continue
+        done += len(found.features)
         stored = found.features.astype(extraction["dtype"]).astype(np.float32)  # as the store held them
         with torch.inference_mode():
             output = head(torch.from_numpy(stored)[None].to(target), _difficulty(difficulty, target))

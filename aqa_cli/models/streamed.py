@@ -13,6 +13,7 @@ from decode workers; `aqa score` feeds it from the same `StreamWork` run in its 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +62,19 @@ def plan_stream(recipe: Recipe, sample: Sample, frames: int, width: int, height:
 class ClipAssembler:
     """Clips of one stream job, computed as their frames arrive (see the module docstring)."""
 
-    def __init__(self, job: StreamJob, recipe: Recipe, network, device, precision: str, batch: int):
+    def __init__(
+        self,
+        job: StreamJob,
+        recipe: Recipe,
+        network,
+        device,
+        precision: str,
+        batch: int,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """`progress(clips, total)` is called after each batch with the clips it computed."""
         self.job, self.recipe, self.network = job, recipe, network
-        self.device, self.precision, self.batch = device, precision, batch
+        self.device, self.precision, self.batch, self.progress = device, precision, batch, progress
         self.starts = np.asarray(clip_starts(recipe, len(job.selected)), dtype=np.int64)
         self._frames: dict[int, np.ndarray] = {}
         self._times: dict[int, float] = {}
@@ -116,6 +127,8 @@ class ClipAssembler:
         with torch.inference_mode(), autocast(self.device, self.precision):
             found = self.network(batch)
         self._features.append(found.float().cpu().numpy())
+        if self.progress is not None:
+            self.progress(len(found), len(self.starts))
 
 
 def stream_video_features(
@@ -127,13 +140,15 @@ def stream_video_features(
     batch: int,
     resize: str = "exact",
     threads: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VideoFeatures:
-    """One sample's features in this process, through the same steps as `aqa extract --recipe`."""
+    """One sample's features in this process, through the same steps as `aqa extract --recipe`;
+    `progress(clips, total)` after each batch of clips."""
     probe = probe_sample(sample)
     frames = probe.frames
     for _ in range(MAX_RECOUNTS + 1):
         job = plan_stream(recipe, sample, frames, probe.width, probe.height)
-        assembler = ClipAssembler(job, recipe, network, device, precision, batch)
+        assembler = ClipAssembler(job, recipe, network, device, precision, batch, progress)
         outcome: list = []
 
         def receive(message, assembler=assembler, outcome=outcome) -> None:
