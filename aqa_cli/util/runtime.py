@@ -75,16 +75,20 @@ def native_bf16_gpu(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-@functools.cache
 def native_bf16_cpu() -> bool:
-    """The CPU computes bf16 natively (AVX-512 BF16 or AMX, as /proc/cpuinfo lists them)."""
-    if os.environ.get("AQA_CPU_BF16") in ("0", "1"):  # override, for measurements and tests
+    """The CPU computes bf16 natively (AVX-512 BF16 or AMX, as /proc/cpuinfo lists them); AQA_CPU_BF16=0
+    or 1 says otherwise (for measurements and tests)."""
+    if os.environ.get("AQA_CPU_BF16") in ("0", "1"):
         return os.environ["AQA_CPU_BF16"] == "1"
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
 
 
 def autocast(device: torch.device, precision: str):
