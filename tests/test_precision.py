@@ -88,10 +88,10 @@ def test_the_regressor_and_the_difficulty_product_stay_fp32_under_bf16_autocast(
     assert torch.tensor(3.3).bfloat16().item() == 3.296875  # what it would have been
 
 
-def test_fp16_starts_a_fresh_scaler_at_2_to_the_10_when_a_checkpoint_has_none() -> None:
+def test_fp16_starts_a_fresh_unscaled_scaler_when_a_checkpoint_has_none() -> None:
     scaler = grad_scaler(CPU, "fp16")
     load_scaler_state(scaler, {})  # what a bf16 or fp32 run saves: torch would raise "state dict is empty"
-    assert scaler.is_enabled() and scaler.get_scale() == FP16_INIT_SCALE == 1024
+    assert scaler.is_enabled() and scaler.get_scale() == FP16_INIT_SCALE == 1.0
     saved = grad_scaler(CPU, "fp16")
     saved._lazy_init_scale_growth_tracker(CPU)
     saved.update(256.0)
@@ -159,7 +159,7 @@ def test_the_gpu_device_check_runs_on_the_cpu_without_pyav(tmp_path: Path) -> No
         "bf16",
         "fp16",
     ]
-    assert sections["train-fp16-resume"]["scaler"]["scale"] == 1024.0  # fresh: the bf16 run had none
+    assert sections["train-fp16-resume"]["scaler"]["scale"] == FP16_INIT_SCALE  # fresh: the bf16 run had none
     assert sections["eval"]["val_rho_matches_metrics"] and sections["eval"]["precision"] == "fp16"
     assert sections["ddp-1"]["resumed"]["ranks_with_rng"] == 1
     assert (tmp_path / "out" / "gpu_step.json").is_file()

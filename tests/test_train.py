@@ -183,11 +183,14 @@ def test_two_cpu_processes_with_torchrun(small_store: Path, tmp_path: Path) -> N
         "--device",
         "cpu",
         *TINY,
+        "--accumulate",  # two batches per step: the first under DDP's no_sync
+        "2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = load_checkpoint(run / "last.pt")
     assert payload["epoch"] == 2
+    assert len(payload["rank_rng"]) == 2  # each rank resumes with its own random states
     with open(run / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert not list(run.glob("*.tmp"))
@@ -313,3 +316,76 @@ def test_resuming_from_a_damaged_checkpoint_says_how_to_start_over(
     result = aqa("train", "--out", run, "--resume", check=2)
     assert f"{run / 'last.pt'} is damaged: model/{name}" in result.stderr
     assert f"restore an intact copy of it, or delete {run} to train from the start" in result.stderr
+
+
+# bf16 and fp16 convolutions take seconds per step on a CPU without native bf16: the smallest windows.
+LOW_PRECISION = [*TINY, "--frames", "8", "--clip", "4", "--crop", "8", "--batch-size", "6", "--no-test-curve"]
+
+
+def test_bf16_then_fp16_runs_resume_and_eval_predicts_as_validation_did(
+    small_store: Path, tmp_path: Path, aqa
+) -> None:
+    """A bf16 epoch, resumed in fp16 (no scaler state: a fresh scaler) and resumed again (its scaler
+    state loaded); `aqa eval --split val` of each last.pt gives the val rho and R-l2 of metrics.csv."""
+    run = tmp_path / "run"
+    common = ["--store", small_store, *LOW_PRECISION, "--val-fraction", "0.5", "--out", run]
+    growth = []
+    for epochs, extra in (
+        (1, ["--precision", "bf16"]),
+        (2, ["--resume", "--precision", "fp16"]),
+        (3, ["--resume"]),
+    ):
+        aqa("train", *common, "--epochs", str(epochs), *extra, check=0)
+        payload = load_checkpoint(run / "last.pt")
+        precision = "bf16" if epochs == 1 else "fp16"
+        assert payload["train_config"]["precision"] == precision
+        assert f'precision = "{precision}"' in (run / "config.toml").read_text()
+        growth.append(payload["scaler"].get("_growth_tracker"))
+        found = json.loads(
+            aqa("eval", "--checkpoint", run / "last.pt", "--split", "val", "--json", check=0).stdout
+        )
+        row = metrics_without_time(run)[-1]
+        assert found["precision"] == precision and found["samples"] >= 3
+        assert (found["rho"], found["r_l2"]) == (float(row["val_rho"]), float(row["val_r_l2"]))
+    assert growth == [None, 1, 2]  # one clean fp16 step per epoch: fresh at epoch 2, carried on at 3
+
+
+def test_channels_last_and_gradient_checkpointing_train_as_the_plain_layout(
+    small_store: Path, tmp_path: Path, aqa
+) -> None:
+    """With --lr 0 the weights stay and the batch-norm statistics record every forward pass: the same
+    (up to summation order) in channels-last 3D with gradient checkpointing. (After Adam steps, weights
+    whose gradients are near zero differ by up to lr either way; test_backbones compares gradients.)"""
+    common = ["--store", small_store, *TINY, "--crop", "16", "--epochs", "1", "--lr", "0", "--no-test-curve"]
+    aqa("train", *common, "--out", tmp_path / "plain", "--channels-last", "off", check=0)
+    aqa("train", *common, "--out", tmp_path / "cl", "--channels-last", "on", "--grad-checkpoint", check=0)
+    plain, other = (load_checkpoint(tmp_path / name / "last.pt") for name in ("plain", "cl"))
+    assert other["train_config"]["channels_last"] == "on" and other["train_config"]["grad_checkpoint"]
+    for key, value in plain["model"].items():
+        torch.testing.assert_close(other["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    loss = [float(metrics_without_time(tmp_path / name)[0]["train_loss"]) for name in ("plain", "cl")]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-5)
+
+
+def test_score_in_bf16_records_it_and_stays_close_to_fp32(trained_run: Path, small_store: Path, aqa) -> None:
+    video = small_store.parent / "videos" / "dive_000.mp4"
+    found = {
+        precision: json.loads(
+            aqa(
+                "score",
+                video,
+                "--difficulty",
+                "3.0",
+                "--run",
+                trained_run,
+                "--json",
+                "--precision",
+                precision,
+                check=0,
+            ).stdout
+        )[0]
+        for precision in ("fp32", "bf16")
+    }
+    assert [found[p]["precision"] for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert found["bf16"]["score"] != found["fp32"]["score"]  # autocast really ran
+    assert abs(found["bf16"]["score"] - found["fp32"]["score"]) < 0.01 * abs(found["fp32"]["score"])

@@ -24,10 +24,12 @@ import torch.distributed as dist
 from aqa_cli.util.errors import AqaError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-FP16_INIT_SCALE = 2.0**10
-"""The fp16 gradient scaler's first scale. torch's default, 2**16, overflows the first steps of an L1 + L2
-loss on scores of tens of points (6 of the first 10 steps were skipped); 2**10 leaves the gradients far
-above fp16's smallest normal numbers and the scaler still grows it every 2000 clean steps."""
+FP16_INIT_SCALE = 1.0
+"""The fp16 gradient scaler's first scale. The L1 + L2 loss on scores in points has large gradients, not
+small ones: up to 95 at initialisation and 816 after one epoch in the tiny test model, and its activation
+gradients overflow fp16 (max 65504) at any scale from 32 up, so that every step was skipped at torch's
+default 2**16 (and 6 of the first 10 in the review's run). Starting unscaled, the scaler still doubles the
+scale after every 2000 clean steps and halves it on an overflow."""
 DDP_TIMEOUT_MINUTES = 60
 """The process group's timeout: rank 0 alone evaluates val and test and writes checkpoints while the
 other ranks wait in a barrier, which NCCL's default 10-minute watchdog would end on a large split.
