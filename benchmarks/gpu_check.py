@@ -10,7 +10,8 @@ frames, not decoded from videos). In order, each a section of the report:
 * environment: torch, CUDA, the GPU, its compute capability, native bf16, TF32 settings, PyAV present;
 * store: a synthetic video store whose quality shows in the frames (a bright square's size);
 * train-fp32 (channels-last off), train-bf16 (channels-last on), resume-bf16, train-fp16-resume (the bf16
-  run resumed in fp16: a fresh gradient scaler), train-bf16-checkpoint-accumulate (--grad-checkpoint
+  run resumed in fp16: a fresh gradient scaler), resume-fp16 (its scaler state carried on),
+  train-bf16-checkpoint-accumulate (--grad-checkpoint
   --accumulate 2);
 * eval: `aqa eval --split val` of the fp16 run's last.pt, checked against its metrics.csv val rho;
 * extract: `aqa extract` (the inference precision it chose is recorded), then heads: `aqa train --features`;
@@ -295,6 +296,9 @@ def run_check(check: Check, step_budget: float) -> None:
         "train-fp16-resume", lambda: check.train("bf16", "--resume", "--precision", "fp16", "--epochs", 3)
     )
     check.section(
+        "resume-fp16", lambda: check.train("bf16", "--resume", "--epochs", 4)
+    )  # its scaler carried on
+    check.section(
         "train-bf16-checkpoint-accumulate",
         lambda: check.train(
             "ckpt",
@@ -304,7 +308,7 @@ def run_check(check: Check, step_budget: float) -> None:
             "--accumulate",
             2,
             "--batch-size",
-            2,
+            size["batch"] // 2,  # two batches per step
             "--epochs",
             1,
         ),

@@ -137,7 +137,10 @@ def test_score_without_pyav_says_so_in_one_line(tmp_path: Path) -> None:
 
 def test_the_gpu_device_check_runs_on_the_cpu_without_pyav(tmp_path: Path) -> None:
     """`benchmarks/gpu_check.py --smoke`: every section of the prepared device check, tiny, on the CPU,
-    with PyAV hidden (the GPU machine may not have it); its JSON report and the table at the end."""
+    with PyAV hidden (the GPU machine may not have it); its JSON report and the table at the end. This is
+    also the CPU test of bf16 training, its resume, the fp16 resume of a bf16 run (a fresh scaler) and of
+    an fp16 run (its scaler loaded), `aqa eval --split val` against metrics.csv, channels-last, gradient
+    checkpointing with accumulation, and the DDP branches in a one-process gloo group."""
     hidden = tmp_path / "hidden" / "av"
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('PyAV hidden by the test')\n")
@@ -154,12 +157,11 @@ def test_the_gpu_device_check_runs_on_the_cpu_without_pyav(tmp_path: Path) -> No
     sections = report["sections"]
     assert sections["environment"]["pyav"] is False
     assert all(section["ok"] for section in sections.values()), sections
-    assert [sections[name]["precision"] for name in ("train-fp32", "train-bf16", "train-fp16-resume")] == [
-        "fp32",
-        "bf16",
-        "fp16",
-    ]
-    assert sections["train-fp16-resume"]["scaler"]["scale"] == FP16_INIT_SCALE  # fresh: the bf16 run had none
+    names = ("train-fp32", "train-bf16", "resume-bf16", "train-fp16-resume", "resume-fp16")
+    assert [sections[name]["precision"] for name in names] == ["fp32", "bf16", "bf16", "fp16", "fp16"]
+    fresh, carried = (sections[name]["scaler"] for name in ("train-fp16-resume", "resume-fp16"))
+    assert fresh["scale"] == FP16_INIT_SCALE and fresh["_growth_tracker"] >= 1  # fresh: the bf16 run had none
+    assert carried["_growth_tracker"] == 2 * fresh["_growth_tracker"]  # loaded: clean steps counted on
     assert sections["eval"]["val_rho_matches_metrics"] and sections["eval"]["precision"] == "fp16"
     assert sections["ddp-1"]["resumed"]["ranks_with_rng"] == 1
     assert (tmp_path / "out" / "gpu_step.json").is_file()

@@ -318,38 +318,6 @@ def test_resuming_from_a_damaged_checkpoint_says_how_to_start_over(
     assert f"restore an intact copy of it, or delete {run} to train from the start" in result.stderr
 
 
-# bf16 and fp16 convolutions take seconds per step on a CPU without native bf16: the smallest windows.
-LOW_PRECISION = [*TINY, "--frames", "8", "--clip", "4", "--crop", "8", "--batch-size", "6", "--no-test-curve"]
-
-
-def test_bf16_then_fp16_runs_resume_and_eval_predicts_as_validation_did(
-    small_store: Path, tmp_path: Path, aqa
-) -> None:
-    """A bf16 epoch, resumed in fp16 (no scaler state: a fresh scaler) and resumed again (its scaler
-    state loaded); `aqa eval --split val` of each last.pt gives the val rho and R-l2 of metrics.csv."""
-    run = tmp_path / "run"
-    common = ["--store", small_store, *LOW_PRECISION, "--val-fraction", "0.5", "--out", run]
-    growth = []
-    for epochs, extra in (
-        (1, ["--precision", "bf16"]),
-        (2, ["--resume", "--precision", "fp16"]),
-        (3, ["--resume"]),
-    ):
-        aqa("train", *common, "--epochs", str(epochs), *extra, check=0)
-        payload = load_checkpoint(run / "last.pt")
-        precision = "bf16" if epochs == 1 else "fp16"
-        assert payload["train_config"]["precision"] == precision
-        assert f'precision = "{precision}"' in (run / "config.toml").read_text()
-        growth.append(payload["scaler"].get("_growth_tracker"))
-        found = json.loads(
-            aqa("eval", "--checkpoint", run / "last.pt", "--split", "val", "--json", check=0).stdout
-        )
-        row = metrics_without_time(run)[-1]
-        assert found["precision"] == precision and found["samples"] >= 3
-        assert (found["rho"], found["r_l2"]) == (float(row["val_rho"]), float(row["val_r_l2"]))
-    assert growth == [None, 1, 2]  # one clean fp16 step per epoch: fresh at epoch 2, carried on at 3
-
-
 def test_channels_last_and_gradient_checkpointing_train_as_the_plain_layout(
     small_store: Path, tmp_path: Path, aqa
 ) -> None:
