@@ -257,7 +257,7 @@ def environment(smoke: bool) -> dict:
             capability=list(torch.cuda.get_device_capability(device)),
             native_bf16=native_bf16_gpu(device),
             memory_gib=round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1),
-            nccl=".".join(map(str, torch.cuda.nccl.version())),
+            nccl=str(torch.cuda.nccl.version()),
         )
     elif not smoke:
         raise RuntimeError("no CUDA device is visible to torch")
