@@ -14,7 +14,8 @@ Measures, on the first CUDA device:
   torch DataLoader (batch 2, pinned memory) with 0, 2 (`aqa train`'s default) and 8 workers, copied to
   the GPU and normalized there, so that it is clear whether loading keeps up with training.
 
-Prints a table and writes JSON to `--json PATH`, else `$OUT/gpu_step.json` when $OUT is set, else
+"fp32" steps run cuDNN's convolutions in TF32 on Ampere and later GPUs (torch's default), and are
+labelled so. Prints a table and writes JSON (after every variant and loader setting) to `--json PATH`, else `$OUT/gpu_step.json` when $OUT is set, else
 `benchmarks/gpu_step.json`. Without a CUDA device it says so and exits 0 (nothing measured); `--smoke`
 runs every code path on the CPU with tiny sizes, to check the script itself. `--budget S` (default 200)
 caps the time spent on timed steps (at most 100 per variant), so that the whole run, warm-up and
@@ -56,13 +57,13 @@ FULL = dict(
 )
 SMOKE = dict(
     depth=10,
-    clip=8,
-    frames=16,
-    crop=32,
+    clip=4,
+    frames=8,
+    crop=8,
     batch=2,
-    stored=20,
-    height=40,
-    width=48,
+    stored=12,
+    height=16,
+    width=16,
     samples=4,
     warmup=1,
     steps=2,
@@ -202,6 +203,7 @@ def train_steps(
         torch.cuda.empty_cache()
     return {
         "precision": precision,
+        "math": math_label(precision, device),
         "channels_last": channels_last,
         "steps": steps,
         "steps_per_s": steps / elapsed,
@@ -210,6 +212,15 @@ def train_steps(
         "warmup_s": warmup,
         "model": source,
     }
+
+
+def math_label(precision: str, device: torch.device) -> str:
+    """What the convolutions compute in: "fp32" steps on an Ampere-or-later GPU run cuDNN convolutions in
+    TF32 (torch's default `cudnn.allow_tf32`), so they are labelled tf32."""
+    if precision != "fp32" or device.type != "cuda":
+        return precision
+    tf32 = torch.backends.cudnn.allow_tf32 and torch.cuda.get_device_capability(device) >= (8, 0)
+    return "tf32 (fp32 weights, TF32 convolutions)" if tf32 else "fp32"
 
 
 def _sync(device: torch.device) -> None:
@@ -383,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     for precision, channels_last in variants:
         print(f"gpu_step: training steps, {precision}, channels_last={channels_last}", flush=True)
         results["train"].append(train_steps(size, device, precision, channels_last, per_variant))
+        _write(out, results)  # after every variant: a late failure keeps what was measured
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store.h5"
         print("gpu_step: writing the synthetic store", flush=True)
@@ -392,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in args.workers:
             print(f"gpu_step: loader, {workers} workers", flush=True)
             results["loader"].append(loader_rate(data, size, device, workers))
+            _write(out, results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     _print(results)
     _write(out, results)
@@ -413,7 +426,7 @@ def _print(results: dict) -> None:
     )
     print(f"{'training step':<34}{'steps/s':>10}{'samples/s':>12}{'peak GiB':>10}")
     for r in results["train"]:
-        name = f"{r['precision']}{', channels-last' if r['channels_last'] else ''}"
+        name = f"{r['math']}{', channels-last' if r['channels_last'] else ''}"
         print(f"{name:<34}{r['steps_per_s']:>10.2f}{r['samples_per_s']:>12.1f}{r['peak_gib']:>10.1f}")
     print(f"\n{'data loader (' + results['loader_dataset'].split(' (')[0] + ')':<34}{'samples/s':>22}")
     for r in results["loader"]:
@@ -429,7 +442,9 @@ def _print(results: dict) -> None:
 
 def _write(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    temp.replace(path)  # never a half-written report
     print(f"gpu_step: wrote {path}")
 
 
@@ -447,7 +462,7 @@ def run() -> list[dict]:
     results = json.loads(path.read_text())
     rows = [
         {
-            "name": f"GPU step {r['precision']}{' channels-last' if r['channels_last'] else ''} ({results['gpu']})",
+            "name": f"GPU step {r['math']}{' channels-last' if r['channels_last'] else ''} ({results['gpu']})",
             "measure": "samples/s (peak GiB)",
             "aqa": f"{r['samples_per_s']:.1f} ({r['peak_gib']:.1f})",
         }

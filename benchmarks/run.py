@@ -4,7 +4,7 @@ Each benchmark measures the toolkit and a reference in the same run, alternating
 holds on a noisy machine. Benchmarks are not tests: `make test` never runs them.
 
     python benchmarks/run.py                    # all of them
-    python benchmarks/run.py --only loader      # some (preprocess, loader, model, heads, stream, gpu)
+    python benchmarks/run.py --only loader      # some (preprocess, loader, model, heads, stream, inference, gpu)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from common import log, machine  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-BENCHMARKS = ("preprocess", "loader", "model", "heads", "stream", "gpu")
+BENCHMARKS = ("preprocess", "loader", "model", "heads", "stream", "inference", "gpu")
 RESULTS = Path(__file__).parent / "results.json"
 COLUMNS = ("name", "measure", "aqa", "reference", "ratio", "target", "met")
 

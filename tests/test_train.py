@@ -183,11 +183,14 @@ def test_two_cpu_processes_with_torchrun(small_store: Path, tmp_path: Path) -> N
         "--device",
         "cpu",
         *TINY,
+        "--accumulate",  # two batches per step: the first under DDP's no_sync
+        "2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = load_checkpoint(run / "last.pt")
     assert payload["epoch"] == 2
+    assert len(payload["rank_rng"]) == 2  # each rank resumes with its own random states
     with open(run / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert not list(run.glob("*.tmp"))
@@ -313,3 +316,44 @@ def test_resuming_from_a_damaged_checkpoint_says_how_to_start_over(
     result = aqa("train", "--out", run, "--resume", check=2)
     assert f"{run / 'last.pt'} is damaged: model/{name}" in result.stderr
     assert f"restore an intact copy of it, or delete {run} to train from the start" in result.stderr
+
+
+def test_channels_last_and_gradient_checkpointing_train_as_the_plain_layout(
+    small_store: Path, tmp_path: Path, aqa
+) -> None:
+    """With --lr 0 the weights stay and the batch-norm statistics record every forward pass: the same
+    (up to summation order) in channels-last 3D with gradient checkpointing. (After Adam steps, weights
+    whose gradients are near zero differ by up to lr either way; test_backbones compares gradients.)"""
+    common = ["--store", small_store, *TINY, "--crop", "16", "--epochs", "1", "--lr", "0", "--no-test-curve"]
+    aqa("train", *common, "--out", tmp_path / "plain", "--channels-last", "off", check=0)
+    aqa("train", *common, "--out", tmp_path / "cl", "--channels-last", "on", "--grad-checkpoint", check=0)
+    plain, other = (load_checkpoint(tmp_path / name / "last.pt") for name in ("plain", "cl"))
+    assert other["train_config"]["channels_last"] == "on" and other["train_config"]["grad_checkpoint"]
+    for key, value in plain["model"].items():
+        torch.testing.assert_close(other["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    loss = [float(metrics_without_time(tmp_path / name)[0]["train_loss"]) for name in ("plain", "cl")]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-5)
+
+
+def test_score_in_bf16_records_it_and_stays_close_to_fp32(trained_run: Path, small_store: Path, aqa) -> None:
+    video = small_store.parent / "videos" / "dive_000.mp4"
+    found = {
+        precision: json.loads(
+            aqa(
+                "score",
+                video,
+                "--difficulty",
+                "3.0",
+                "--run",
+                trained_run,
+                "--json",
+                "--precision",
+                precision,
+                check=0,
+            ).stdout
+        )[0]
+        for precision in ("fp32", "bf16")
+    }
+    assert [found[p]["precision"] for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert found["bf16"]["score"] != found["fp32"]["score"]  # autocast really ran
+    assert abs(found["bf16"]["score"] - found["fp32"]["score"]) < 0.01 * abs(found["fp32"]["score"])

@@ -453,7 +453,8 @@ def train(
     precision: Annotated[
         str | None,
         typer.Option(
-            help=f"auto, fp32, bf16, fp16 (autocast on CUDA). (default: {shown(TrainConfig, 'precision')})"
+            help="auto, fp32, bf16, fp16 (autocast, on the CPU too; fp16 with a gradient scaler). auto: bf16 on "
+            f"GPUs with native bf16 (A100/H100 class), else fp32. (default: {shown(TrainConfig, 'precision')})"
         ),
     ] = None,
     channels_last: Annotated[
@@ -607,7 +608,8 @@ def extract(
     precision: Annotated[
         str | None,
         typer.Option(
-            help=f"auto, fp32, bf16, fp16 (autocast on CUDA). (default: {shown(ExtractOptions, 'precision')})"
+            help="auto, fp32, bf16, fp16 (autocast). auto: bf16 on GPUs and CPUs with native bf16 (AVX-512 BF16, "
+            f"AMX), else fp32. (default: {shown(ExtractOptions, 'precision')})"
         ),
     ] = None,
     workers: Annotated[
@@ -911,12 +913,19 @@ def score(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto, fp32, bf16, fp16. auto: bf16 autocast on GPUs and CPUs with native bf16 (AVX-512 BF16, "
+            "AMX), else fp32; fp32 forces full precision."
+        ),
+    ] = "auto",
 ) -> None:
     from aqa_cli.cli.output import print_scores, sample_progress
     from aqa_cli.evaluation.score import score_videos
 
     with sample_progress("score") as advance:  # on stderr; shown only for long videos (recipe heads)
-        results = score_videos(videos, difficulty or [], run, checkpoint, device, explain, advance)
+        results = score_videos(videos, difficulty or [], run, checkpoint, device, explain, advance, precision)
     print_scores(results, as_json=json_out)
     if any("error" in result for result in results):
         raise typer.Exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -214,7 +215,8 @@ class TrainingProgress:
     def step(self, loss: float, samples: int) -> None:
         self.samples += samples
         rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
-        self.progress.update(self.task, advance=1, loss=f"{loss:.3f}", rate=f"{rate:.2f}")
+        shown = f"{loss:.3f}" if math.isfinite(loss) else "..."  # NaN: no look at the loss yet
+        self.progress.update(self.task, advance=1, loss=shown, rate=f"{rate:.2f}")
 
     def end_epoch(self, row: dict) -> None:
         parts = [f"epoch {row['epoch']}", f"train loss {row['train_loss']:.3f}"]

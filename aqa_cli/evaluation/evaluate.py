@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from aqa_cli.checkpoints.io import find_checkpoint, load_checkpoint
 from aqa_cli.checkpoints.restore import load_head, trained_model_from
@@ -21,7 +22,7 @@ from aqa_cli.stores.feature_store import FeatureStore, is_feature_store
 from aqa_cli.stores.overlap import evaluation_notices
 from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import resolve_device
+from aqa_cli.util.runtime import resolve_device, resolve_precision
 from aqa_cli.util.safe_output import atomic_write, writer_lock
 
 
@@ -89,10 +90,18 @@ def _predict_videos(
         raise AqaError(f"{store_path} has no samples in split {split!r}")
     device = resolve_device(device_name)
     trained.model.to(device)
-    found = predict(trained.model, store_path, rows, trained.window, device, "fp32", batch_size)
+    precision = training_precision(train_config, device)
+    found = predict(trained.model, store_path, rows, trained.window, device, precision, batch_size)
     with VideoStore(store_path) as opened:
         span = score_span(opened.column("score"), store_path)
     return found, store_path, span
+
+
+def training_precision(train_config: dict, device: torch.device) -> str:
+    """The precision the run trained and validated in, so that `aqa eval --split val` gives the val rho of
+    its metrics.csv; fp32 for a run that recorded none, or `auto` (before runs recorded what auto chose)."""
+    recorded = train_config.get("precision", "fp32")
+    return resolve_precision("fp32" if recorded == "auto" else recorded, device)
 
 
 def predict_heads(
@@ -140,6 +149,7 @@ def report_predictions(
             "store": str(store_path),
             "split": split,
             "samples": int(labelled.sum()),
+            "precision": found.precision,
             "difficulty_baseline_rho": difficulty_baseline(found.difficulty[labelled], found.true[labelled]),
         }
     )

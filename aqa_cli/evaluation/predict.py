@@ -29,6 +29,7 @@ class Predictions:
     score: np.ndarray
     quality: np.ndarray
     clip_weights: np.ndarray | None  # (N, K, 128) for the Weight-Decider, (N, K) for attn and gdlt
+    precision: str = "fp32"  # the autocast the model ran under
 
 
 def predict(
@@ -54,9 +55,11 @@ def predict(
 
     with VideoStore(store_path) as store:
         ids = store.column("id")[rows]
-    return collect_predictions(
+    found = collect_predictions(
         loader, forward, ids, dataset.scores[rows], dataset.difficulties[rows], progress
     )
+    found.precision = precision
+    return found
 
 
 def collect_predictions(

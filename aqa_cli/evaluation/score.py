@@ -9,7 +9,9 @@ How a video of any length becomes the model's input (stated in `aqa score --help
    evenly. With fit 'tail' they are its last T frames, the first one repeated if it is shorter.
 2. The model's evaluation window, as in `aqa eval`: the last 96 (the window's length) of those frames,
    centre crop; it is cut into K clips of `clip_len` frames.
-3. The checkpoint's normalization and one fp32 forward pass per video (no autocast).
+3. The checkpoint's normalization and one forward pass per video: fp32, or bf16 autocast with `--precision
+   bf16`, the default (`auto`) on GPUs and CPUs with native bf16 (recorded in each result's `precision`).
+   The regressor and the difficulty product stay fp32 (see `models.heads`).
 
 Difficulty: none given -> the score is the quality; one value -> every video; else one per video.
 A clip's weight is the Weight-Decider's weight averaged over its 128 channels (each channel's weights
@@ -46,7 +48,7 @@ from aqa_cli.evaluation.score_recipe import score_with_recipe
 from aqa_cli.media.clips import ClipShape, decode_clip
 from aqa_cli.models.normalization import model_input
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import resolve_device
+from aqa_cli.util.runtime import Inference, inference
 
 WEIGHT_DECIDER, UNIFORM = "weight-decider", "uniform"
 PER_CLIP = {"attn": "attention", "gdlt": "grade-query attention"}
@@ -60,6 +62,7 @@ def score_videos(
     device: str = "auto",
     explain: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    precision: str = "auto",
 ) -> list[dict]:
     """One JSON-able dict per video, in order: path, frames_sampled (T), frames_lost, checkpoint, quality,
     difficulty, score, score_rule, source_frames ([first, last) of the window in the video), weights
@@ -77,7 +80,8 @@ def score_videos(
     store = trained.store
     shape = ClipShape(store["frames"], store["width"], store["height"])
     window = check_window(trained.window, shape.frames, shape.height, shape.width, trained.path)
-    trained.model.to(resolve_device(device))
+    run_as = inference(device, precision)
+    run_as.prepare(trained.model)
     results = []
     for video, difficulty, png in zip(videos, per_video, explanation_paths(explain, videos), strict=True):
         try:
@@ -97,7 +101,7 @@ def score_videos(
             "path": str(video),
             "frames_sampled": len(indices),
             "frames_lost": int(meta["frames_lost"]),
-            **_score_clip(trained, clip, indices, difficulty),
+            **_score_clip(trained, clip, indices, difficulty, run_as),
         }
         if png is not None:
             result["explanation"] = str(_explain(clip, result, trained.model.clip_len, png))
@@ -106,13 +110,13 @@ def score_videos(
 
 
 def _score_clip(
-    trained: TrainedModel, clip: np.ndarray, indices: np.ndarray, difficulty: float | None
+    trained: TrainedModel, clip: np.ndarray, indices: np.ndarray, difficulty: float | None, run_as: Inference
 ) -> dict:
     """Quality, score and per-clip weights of one (3, frames, crop, crop) uint8 window."""
     model = trained.model
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        video = model_input(torch.from_numpy(clip)[None], model.backbone.normalization, device)
+    frames = torch.from_numpy(clip)[None]
+    with torch.inference_mode(), run_as.autocast():
+        video = model_input(frames, model.backbone.normalization, run_as.device, run_as.channels_last)
         output = model(video)
     quality = float(output.quality[0])
     if output.clip_weights is None:
@@ -125,6 +129,7 @@ def _score_clip(
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
     return {
         **score_fields(trained.payload, trained.path, quality, difficulty, model.head.use_difficulty),
+        "precision": run_as.precision,
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
         "weights": kind,
         "clips": [

@@ -22,11 +22,18 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.reformatter import Interpolation, VideoReformatter
 
-from aqa_cli.util.errors import AqaError
+from aqa_cli.util.errors import AqaError, MissingDependency
+
+try:
+    import av
+    from av.video.reformatter import Interpolation, VideoReformatter
+except ImportError as exc:  # a torch-only machine still trains and evaluates stores; decoding needs PyAV
+    raise MissingDependency(
+        f"decoding videos needs PyAV, which does not import here ({exc}); install it with `pip install av`, "
+        "or decode on a machine that has it"
+    ) from exc
 
 FRAME_SIZE = (171, 128)  # (width, height)
 

@@ -5,6 +5,7 @@ meta device and comparing tensor shapes (`closest_variants`), so no table of sha
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -149,7 +150,8 @@ class VideoResNetFeatures(VideoResNet):
 
     State dict keys are torchvision's (`stem.*`, `layer1.*` ... `layer4.*`). With `grad_checkpoint`, the
     residual stages are recomputed in the backward pass instead of keeping their activations (less GPU
-    memory when training; BatchNorm running statistics then update twice per step).
+    memory when training); the recomputation leaves BatchNorm's running statistics as the forward pass
+    set them, so a checkpointed run trains as a plain one.
     """
 
     def __init__(
@@ -179,8 +181,39 @@ class VideoResNetFeatures(VideoResNet):
         checkpointing = self.grad_checkpoint and self.training and torch.is_grad_enabled()
         for stage in STAGES:
             layer = getattr(self, stage)
-            x = checkpoint(layer, x, use_reentrant=False) if checkpointing else layer(x)
+            x = (
+                checkpoint(layer, x, use_reentrant=False, context_fn=_recompute_keeps_norm_statistics(layer))
+                if checkpointing
+                else layer(x)
+            )
         return self.avgpool(x).flatten(1)
+
+
+def _recompute_keeps_norm_statistics(module: nn.Module):
+    """`checkpoint`'s context_fn: nothing around the forward pass; around the recomputation in the backward
+    pass, the module's BatchNorm running statistics restored afterwards (it runs in training mode again
+    and would otherwise update them a second time per step)."""
+
+    @contextlib.contextmanager
+    def keep_statistics():
+        norms = [
+            m
+            for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+        saved = [
+            (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms
+        ]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for norm, (mean, var, count) in zip(norms, saved, strict=True):
+                    norm.running_mean.copy_(mean)
+                    norm.running_var.copy_(var)
+                    norm.num_batches_tracked.copy_(count)
+
+    return lambda: (contextlib.nullcontext(), keep_statistics())
 
 
 def closest_variants(

@@ -3,7 +3,8 @@
 A video of L frames is cut into K = L / clip_len contiguous clips; all clips go through the backbone as
 one batch. Each clip's pooled features pass FC layers with ReLU down to 128 values, the K clip vectors
 are aggregated by averaging (`avg`) or by the Weight-Decider (`wd`, eq. 1-3), and `Linear(128, 1)`
-predicts the quality, multiplied by the dive's difficulty when it has one.
+predicts the quality, multiplied by the dive's difficulty when it has one. The regressor and that product
+run in fp32 even under autocast: bf16's 8-bit mantissa would round scores by up to half a point.
 
 Two heads for long videos (hundreds of clips) come from `models.long_heads`: `attn` (masked attention
 pooling) and `gdlt` (grade-decoupled queries). Inside `AQAHead` they see features standardized per
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from aqa_cli.models.long_heads import LONG_HEADS, build_long_head
 from aqa_cli.util.errors import AqaError
+from aqa_cli.util.runtime import full_precision
 
 CLIP_FEATURE_DIM = 128
 WEIGHT_DECIDER_WIDTHS = (128, 64, 32, 64, 128)
@@ -158,10 +160,13 @@ class AQAHead(nn.Module):
             if mask is not None:  # padded slots may hold anything, even NaN
                 clips = clips.masked_fill(~mask.unsqueeze(-1), 0.0)
             video, clip_weights = self.aggregation(clips, mask)
-            quality = self.regressor(video).squeeze(-1)
-        score = quality
-        if self.use_difficulty and difficulty is not None:
-            score = quality * torch.nan_to_num(difficulty.to(quality.dtype), nan=1.0)
+            with full_precision(video.device):  # bf16 keeps 8 bits: 3.3 would be 3.296875
+                quality = self.regressor(video.float()).squeeze(-1)
+        with full_precision(quality.device):
+            quality = quality.float()
+            score = quality
+            if self.use_difficulty and difficulty is not None:
+                score = quality * torch.nan_to_num(difficulty.float(), nan=1.0)
         return AQAOutput(score, quality, clip_weights)
 
     def _long_quality(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -177,4 +182,5 @@ class AQAHead(nn.Module):
         clips[mask] = packed
         out = self.long(features, mask, clips=clips)
         low, high = self.quality_range[0], self.quality_range[1]
-        return out.score * (high - low) + low, out.clip_weights
+        with full_precision(features.device):
+            return out.score.float() * (high - low) + low, out.clip_weights

@@ -30,7 +30,7 @@ from aqa_cli.pipelines.options import ExtractOptions
 from aqa_cli.stores.feature_store import DTYPES, FeatureLabels, FeatureStore, write_feature_store
 from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import autocast, resolve_device, resolve_precision
+from aqa_cli.util.runtime import inference
 from aqa_cli.util.safe_output import PartialWork, output_lock
 
 
@@ -129,7 +129,7 @@ def _plan_extraction(options: ExtractOptions) -> _Extraction:
     window = WindowConfig(options.frames, crop=options.crop, flip=False)
     window = check_window(window, config.frames, config.height, config.width, options.store)
     views = extraction_views(window.jitter, options.views)
-    precision = resolve_precision(options.precision, resolve_device(options.device))
+    precision = inference(options.device, options.precision).precision
     resolved = resolve_weights(options.weights) if options.weights else None  # a name: found or downloaded
     weights = str(resolved.path) if resolved is not None else None
     backbone = frozen_backbone(
@@ -164,8 +164,9 @@ def _extract_blocks(
     progress: Callable[[str, int, int], None] | None,
 ) -> None:
     """Features of the blocks of rows beginning at `starts`, each written to `partial` when done."""
-    device = resolve_device(options.device)
-    backbone = plan.backbone.to(device)
+    run = inference(options.device, plan.precision)
+    device = run.device
+    backbone = run.prepare(plan.backbone)
     loader = DataLoader(
         ViewBlocks(options.store, plan.window, plan.views, starts, options.batch_size),
         batch_size=None,
@@ -175,8 +176,8 @@ def _extract_blocks(
     with torch.inference_mode():
         for start, block in loader:
             rows, views = block.shape[:2]
-            video = model_input(block.flatten(0, 1), backbone.normalization, device)
-            with autocast(device, plan.precision):
+            video = model_input(block.flatten(0, 1), backbone.normalization, device, run.channels_last)
+            with run.autocast():
                 found = clip_features(backbone, video, options.clip)
             found = found.float().cpu().numpy().astype(options.dtype)
             partial.write(int(start), found.reshape(rows, views, *found.shape[1:]))

@@ -84,7 +84,7 @@ def extract_from_videos(
     suffix = f".shard{shard_index}of{shard_count}" if shard_count > 1 else ""
     out = Path(options.out) if options.out else DATA_DIR / f"{default_name}-{recipe.name}{suffix}.features.h5"
     device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
+    precision = resolve_precision(options.precision, device, inference=True)
     network, weights = build_feature_network(recipe, options.weights or "default")
     network = network.eval().to(device)
     labels = FeatureLabels(

@@ -1,9 +1,10 @@
 """`aqa train`: fine-tune backbone, FC layers, aggregation and regressor end to end.
 
-On CUDA: autocast (bf16/fp16), channels-last 3D, cudnn autotuning, pinned-memory loader workers.
-Everywhere: gradient accumulation, optional gradient checkpointing, DistributedDataParallel when
-started by torchrun (only rank 0 writes), an atomic checkpoint every epoch, and exact resumption (the
-loop is `training.loop`'s).
+On CUDA: channels-last 3D by default, cudnn autotuning, pinned-memory loader workers. Everywhere:
+autocast for --precision bf16/fp16 (the CPU too, fp16 with the gradient scaler), gradient accumulation,
+optional gradient checkpointing, DistributedDataParallel when started by torchrun (even one process;
+only rank 0 writes), an atomic checkpoint every epoch, and exact resumption (the loop is
+`training.loop`'s). Validation predicts in the training precision, as `aqa eval` of the checkpoint does.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from aqa_cli.training.loop import (
     training_range,
 )
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import autocast, init_distributed, resolve_precision
+from aqa_cli.util.runtime import autocast, grad_scaler, init_distributed, resolve_precision
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -62,6 +63,7 @@ def train_end_to_end(
     check_optimisation(config)
     distributed, device = init_distributed(config.device)
     precision = resolve_precision(config.precision, device)
+    config = dataclasses.replace(config, precision=precision)  # recorded as run, never `auto`
     check_settings(config)
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
     if device.type == "cuda":
@@ -122,7 +124,7 @@ def train_end_to_end(
         },
     ]
     optimizer = build_optimizer(config, groups)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    scaler = grad_scaler(device, precision)
     trained = DistributedDataParallel(model) if distributed.enabled else model
     sampler = EpochTagged(
         DistributedSampler(train_set, seed=config.seed)
@@ -143,11 +145,12 @@ def train_end_to_end(
 
     def forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         video = model_input(batch["video"], model.backbone.normalization, device, channels_last)
+        difficulty = batch["difficulty"].to(device, non_blocking=True)
         with autocast(device, precision):
-            out = trained(video, batch["difficulty"].to(device))
-        return loss_inputs(model.head, out, batch["score"].to(device), batch["difficulty"])
+            out = trained(video, difficulty)
+        return loss_inputs(model.head, out, batch["score"].to(device, non_blocking=True), batch["difficulty"])
 
-    def evaluate(split_rows_: list[int]) -> Predictions:
+    def evaluate(split_rows_: list[int]) -> Predictions:  # as `aqa eval` predicts: the same precision
         return predict(model, config.store, split_rows_, window, device, precision, config.batch_size)
 
     return run_epochs(

@@ -17,6 +17,7 @@ clips' mean and std (view 0, real clips), stored in the head.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +51,7 @@ from aqa_cli.training.loop import (
     training_range,
 )
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import Distributed, resolve_device
+from aqa_cli.util.runtime import Distributed, grad_scaler, resolve_device
 
 
 def head_model_config(config: TrainConfig, store: FeatureStore) -> ModelConfig:
@@ -97,6 +98,11 @@ def train_heads(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AqaError("head training on --features runs in one process: start it without torchrun")
     device = resolve_device(config.device)
+    if config.precision not in ("auto", "fp32"):
+        raise AqaError(
+            f"head training on --features runs in fp32 (small matrices); drop --precision {config.precision}"
+        )
+    config = dataclasses.replace(config, precision="fp32")  # recorded as run
     with FeatureStore(config.features) as store:
         target = config.target or store.attributes["default_target"]
         rows = labelled_splits(store, target, config.val_fraction, config.seed, config.folds, config.fold)
@@ -167,7 +173,7 @@ def train_heads(
                 rows=rows,
                 score_span=span,
                 optimizer=optimizer,
-                scaler=torch.amp.GradScaler(device.type, enabled=False),
+                scaler=grad_scaler(device, config.precision),
                 distributed=Distributed(),
                 device=device,
                 payload_base={

@@ -27,9 +27,12 @@ from aqa_cli.evaluation.predict import Predictions
 from aqa_cli.models.heads import AGGREGATIONS, AQAHead, AQAOutput
 from aqa_cli.training.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import Distributed
+from aqa_cli.util.runtime import Distributed, load_scaler_state
 from aqa_cli.util.safe_output import atomic_write, writer_lock
 
+LOG_EVERY = 10
+"""Steps between the host's looks at the running loss (progress, the non-finite check): every look waits
+for the device, so once per step would stall a GPU's queue."""
 METRIC_COLUMNS = ("epoch", "train_loss", "val_rho", "val_r_l2", "test_rho", "test_r_l2", "lr", "seconds")
 
 
@@ -39,7 +42,8 @@ class TrainingProgress(Protocol):
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
 
     def step(self, loss: float, samples: int) -> None:
-        """One optimisation step done: the epoch's running mean loss and the samples in the batch."""
+        """One batch done: the epoch's running mean loss (as of the last `LOG_EVERY` steps; NaN before)
+        and the samples in the batch."""
 
     def end_epoch(self, row: dict) -> None:
         """The epoch's metrics (a row of metrics.csv)."""
@@ -193,10 +197,10 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
         state = loop.state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        load_scaler_state(scaler, state.get("scaler"))
         if loop.scheduler is not None and state.get("scheduler") is not None:
             loop.scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"], loop.device)
+        restore_rng(rank_rng(state, distributed), loop.device)
         metrics_rows, best, start_epoch = state["metrics"], state["best"], state["epoch"] + 1
     if distributed.is_main:
         atomic_write(run_dir / "config.toml", dataclasses.replace(config, out=str(run_dir)).to_toml())
@@ -210,7 +214,8 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
         started = time.perf_counter()
         loop.sampler.set_epoch(epoch)
         loop.trained.train()
-        loss_sum, seen = 0.0, 0
+        # The loss is summed on the device: the host waits for it once per LOG_EVERY steps, not every step.
+        loss_sum, seen, mean_loss = torch.zeros((), dtype=torch.float64, device=loop.device), 0, math.nan
         progress.start_epoch(epoch, config.epochs, len(loop.loader))
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(loop.loader, start=1):
@@ -221,18 +226,17 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
                 loss = loss_fn(config.loss, predicted, true)
                 scaler.scale(loss / config.accumulate).backward()
             if sync:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                if loop.scheduler is not None:
-                    loop.scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise AqaError(
-                    f"the loss became {loss.item()} at epoch {epoch} step {step}; lower --lr or use --precision fp32"
-                )
-            loss_sum += loss.item() * len(true)
+                optimizer_step(optimizer, scaler, loop.scheduler)
+            loss_sum += loss.detach() * len(true)
             seen += len(true)
-            progress.step(loss_sum / seen, len(true))
+            if step % LOG_EVERY == 0 or step == len(loop.loader):
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(mean_loss):
+                    raise AqaError(
+                        f"the loss became {mean_loss} at epoch {epoch} by step {step}; lower --lr or use "
+                        "--precision fp32"
+                    )
+            progress.step(mean_loss, len(true))
         row = {"epoch": epoch, "train_loss": _mean_across(distributed, loss_sum, seen, loop.device)}
         if distributed.is_main:
             for split in ("val", "test"):
@@ -246,6 +250,8 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
             if rows["val"] and _better_on_validation(row, best):
                 best = {"epoch": epoch, "val_rho": row["val_rho"], "val_r_l2": row["val_r_l2"]}
                 save_checkpoint(run_dir / BEST, {**payload_base, "model": model.state_dict(), "epoch": epoch})
+        rngs = distributed.gather(rng_state(loop.device))  # every rank's, so that each resumes exactly
+        if distributed.is_main:
             save_checkpoint(
                 run_dir / LAST,
                 {
@@ -254,7 +260,8 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
                     "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
-                    "rng": rng_state(loop.device),
+                    "rng": rngs[0],
+                    "rank_rng": rngs,
                     "epoch": epoch,
                     "metrics": metrics_rows,
                     "best": best,
@@ -302,6 +309,21 @@ def training_range(scores: np.ndarray, difficulties: np.ndarray, use_difficulty:
     }
 
 
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None,
+) -> None:
+    """One optimiser step through the scaler; the schedule advances only when the step was taken (fp16
+    skips a step whose gradients overflowed, and lowers the scale)."""
+    scale = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None and (scale is None or scaler.get_scale() >= scale):
+        scheduler.step()
+
+
 def _better_on_validation(row: dict, best: dict) -> bool:
     """Higher validation rho wins; on a tie (small validation sets often reach 1.0) the lower R-l2."""
     rho = row.get("val_rho", -math.inf)
@@ -311,16 +333,26 @@ def _better_on_validation(row: dict, best: dict) -> bool:
 
 
 def rng_state(device: torch.device) -> dict:
-    """The random states a resumed run needs: the CPU's, and on CUDA every GPU's (dropout draws there)."""
+    """The random states a resumed process needs: the CPU's, and on CUDA its GPU's (dropout draws there)."""
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
+
+
+def rank_rng(state: dict, distributed: Distributed) -> dict:
+    """This rank's random states from a checkpoint (rank 0's where it kept only those, or other ranks)."""
+    ranks = state.get("rank_rng") or [state["rng"]]
+    return ranks[distributed.rank] if len(ranks) == distributed.world_size else state["rng"]
 
 
 def restore_rng(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
+    if device.type != "cuda":
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+    elif len(state.get("cuda", [])) == torch.cuda.device_count():  # a checkpoint of an earlier version
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -331,12 +363,14 @@ def _resume_state(run_dir: Path) -> dict:
     return load_checkpoint(path, f"restore an intact copy of it, or delete {run_dir} to train from the start")
 
 
-def _mean_across(distributed: Distributed, loss_sum: float, seen: int, device) -> float:
-    if not distributed.enabled:
-        return loss_sum / max(seen, 1)
-    totals = torch.tensor([loss_sum, seen], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(totals)
-    return float(totals[0] / totals[1])
+def _mean_across(distributed: Distributed, loss_sum: torch.Tensor, seen: int, device) -> float:
+    """The epoch's mean loss over every rank's samples (`loss_sum`: this rank's, on its device)."""
+    totals = torch.stack(
+        [loss_sum.to(torch.float64), torch.tensor(float(seen), dtype=torch.float64, device=device)]
+    )
+    if distributed.enabled:
+        torch.distributed.all_reduce(totals)
+    return float(totals[0] / totals[1].clamp(min=1))
 
 
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:

@@ -18,3 +18,8 @@ class AqaError(Exception):
         if text.startswith("Caught ") and _WORKER_TRACEBACK in text:
             text = text.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
         super().__init__(text)
+
+
+class MissingDependency(AqaError, ImportError):
+    """An optional package a command needs is not installed: one line for the user, and still an
+    ImportError for code that falls back when an import fails."""
