@@ -16,9 +16,7 @@ PREAMBLE = """
 import multiprocessing, os, signal, sys
 from aqa_cli.util.interrupts import ctrl_c_held
 from aqa_cli.media.worker_pool import WorkerPool
-
-def double(job, emit):
-    emit(job * 2)
+from jobs import double
 
 def ctrl_c_as_workers_start(main_process_too):
     # each new worker gets SIGINT right after its start, before it could install any handler
@@ -34,7 +32,8 @@ def ctrl_c_as_workers_start(main_process_too):
 
 
 def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
-    # a file, not -c: spawned workers import the job function from it
+    # the job function lives in a module of its own: workers import it by name, never the caller's script
+    (tmp_path / "jobs.py").write_text("def double(job, emit):\n    emit(job * 2)\n")
     script = tmp_path / "case.py"
     script.write_text(
         PREAMBLE + "\nif __name__ == '__main__':\n" + textwrap.indent(textwrap.dedent(body), "    ")
