@@ -90,6 +90,8 @@ class AQAOutput(NamedTuple):
     clip_weights: Tensor | None
     """(N, K, 128) Weight-Decider weights (each channel sums to 1 over clips); (N, K) for `attn` and
     `gdlt` (one weight per clip, summing to 1 over the real clips); None for `avg`."""
+    embed: Tensor | None = None
+    """(N, Q, width) the grade queries' outputs (`gdlt` only: the input of the triplet term)."""
 
 
 class AQAHead(nn.Module):
@@ -151,8 +153,9 @@ class AQAHead(nn.Module):
         self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
     ) -> AQAOutput:
         """features (N, K, D); difficulty (N,), NaN where unknown; mask (N, K) bool, True for real clips."""
+        embed = None
         if self.is_long:
-            quality, clip_weights = self._long_quality(features, mask)
+            quality, clip_weights, embed = self._long_quality(features, mask)
         else:
             clips = self.clip_layers(features)
             if mask is not None:  # padded slots may hold anything, even NaN
@@ -162,9 +165,9 @@ class AQAHead(nn.Module):
         score = quality
         if self.use_difficulty and difficulty is not None:
             score = quality * torch.nan_to_num(difficulty.to(quality.dtype), nan=1.0)
-        return AQAOutput(score, quality, clip_weights)
+        return AQAOutput(score, quality, clip_weights, embed)
 
-    def _long_quality(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _long_quality(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """The long head on standardized features, its per-clip layers on the packed real clips only."""
         if mask is None:
             mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
@@ -177,4 +180,4 @@ class AQAHead(nn.Module):
         clips[mask] = packed
         out = self.long(features, mask, clips=clips)
         low, high = self.quality_range[0], self.quality_range[1]
-        return out.score * (high - low) + low, out.clip_weights
+        return out.score * (high - low) + low, out.clip_weights, out.embed

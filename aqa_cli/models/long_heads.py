@@ -10,7 +10,8 @@ Two aggregations, each usable alone on clip vectors (N, K, D) or inside a full h
   clips; each query's output gives the weight of one of Q fixed grade levels (linspace(0, 1, Q)); the
   score is the weight-averaged grade, in [0, 1] (scale targets to [0, 1] for training). The query weights
   follow GDLT (a sigmoid of each query's own logit, normalized to sum 1) or a softmax over the queries.
-  An optional triplet term (`gdlt_triplet_loss`) keeps the query outputs apart.
+  An optional triplet term keeps the query outputs apart: `gdlt_hardest_triplet_loss` (GDLT's code) or
+  `gdlt_triplet_loss` (a rolled-batch variant).
 
 Masks are (N, K) bool, True for real clips. Padded slots may hold anything, even NaN or inf: they are
 zeroed on entry, and every attention gives them exactly zero weight (additive -inf before the softmax),
@@ -281,6 +282,20 @@ def gdlt_triplet_loss(embed: Tensor, margin: float = 1.0) -> Tensor:
     off_diagonal = ~torch.eye(q, dtype=torch.bool, device=e.device)
     losses = F.relu(margin + positive.unsqueeze(-1) - pairwise).masked_select(off_diagonal.expand(n, q, q))
     return losses.mean()
+
+
+def gdlt_hardest_triplet_loss(embed: Tensor, margin: float = 1.0) -> Tensor:
+    """The triplet term of GDLT's released code: over all query outputs (N, Q, E) of the batch, each one's
+    hardest positive (the farthest output of the same query in another video) and hardest negative (the
+    nearest output of another query, in any video), in cosine distance; mean of relu(pos - neg + margin)."""
+    n, q, e = embed.shape
+    flat = F.normalize(embed.float().reshape(n * q, e), dim=-1)
+    distance = 1 - flat @ flat.T
+    query = torch.arange(q, device=embed.device).repeat(n)
+    same = query[:, None] == query[None, :]
+    positive = (distance * (same & ~torch.eye(n * q, dtype=torch.bool, device=embed.device))).amax(dim=1)
+    negative = distance.masked_fill(same, float("inf")).amin(dim=1)
+    return F.relu(positive - negative + margin).mean()
 
 
 def build_long_head(kind: str, feature_dim: int, **options: object) -> AttnHead | GDLTHead:

@@ -17,6 +17,7 @@ clips' mean and std (view 0, real clips), stored in the head.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from aqa_cli.data.samplers import EpochTagged, SeededShuffle
 from aqa_cli.data.splits import labelled_splits
 from aqa_cli.evaluation.metrics import score_span
 from aqa_cli.evaluation.predict import Predictions, predict_features, predict_tensors, run_heads
+from aqa_cli.models.long_heads import gdlt_hardest_triplet_loss, gdlt_triplet_loss
 from aqa_cli.models.model import ModelConfig, build_head
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig, head_options, resolve_head_defaults
@@ -51,6 +53,8 @@ from aqa_cli.training.loop import (
 )
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import Distributed, resolve_device
+
+TRIPLET_LOSSES = {"hardest": gdlt_hardest_triplet_loss, "rolled": gdlt_triplet_loss}
 
 
 def head_model_config(config: TrainConfig, store: FeatureStore) -> ModelConfig:
@@ -81,13 +85,13 @@ def train_heads(
     config: TrainConfig, resume: bool = False, progress: TrainingProgress | None = None
 ) -> TrainResult:
     """Train the heads on the feature store `config.features` (see the module docstring)."""
-    config = resolve_head_defaults(config)
+    config = resolve_head_defaults(with_target(config))
     check_optimisation(config)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AqaError("head training on --features runs in one process: start it without torchrun")
     device = resolve_device(config.device)
     with FeatureStore(config.features) as store:
-        target = config.target or store.attributes["default_target"]
+        target = config.target
         rows = labelled_splits(store, target, config.val_fraction, config.seed, config.folds, config.fold)
         span = score_span(store.scores(target), store.path, target)
         model_config = head_model_config(config, store)
@@ -119,12 +123,19 @@ def train_heads(
         start_regressor_at_mean_quality(head, train_scores, train_difficulties)
         if head.is_long:
             head.set_standardization(*clip_statistics(config.features, rows["train"], data))
+            if config.label_scale > 0:  # a fixed maximum instead of the training range
+                head.set_quality_range(0.0, config.label_scale)
     head.to(device)
     sampler = EpochTagged(SeededShuffle(train_set, config.seed))
 
-    def forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    triplet = TRIPLET_LOSSES[config.triplet_mining]
+
+    def forward(batch: dict) -> tuple[torch.Tensor, ...]:
         out = run_heads(head, batch, device)
-        return loss_inputs(head, out, batch["score"].to(device), batch["difficulty"])
+        predicted, true = loss_inputs(head, out, batch["score"].to(device), batch["difficulty"])
+        if config.triplet > 0 and out.embed is not None:
+            return predicted, true, config.triplet * triplet(out.embed, config.triplet_margin)
+        return predicted, true
 
     if data is not None:
         loader = FeatureBatches(
@@ -168,6 +179,15 @@ def train_heads(
                 scheduler=build_scheduler(config, optimizer, len(loader)),
             )
         )
+
+
+def with_target(config: TrainConfig) -> TrainConfig:
+    """The config with its target named (the feature store's default when none is given): a preset's
+    per-target settings need it."""
+    if config.target:
+        return config
+    with FeatureStore(config.features) as store:
+        return dataclasses.replace(config, target=store.attributes["default_target"])
 
 
 def clip_statistics(
