@@ -72,6 +72,21 @@ ProjHiddenOption = Annotated[
 EncoderLayersOption = Annotated[int | None, typer.Option(help="gdlt encoder layers. (default: 1)")]
 DecoderLayersOption = Annotated[int | None, typer.Option(help="gdlt decoder layers. (default: 2)")]
 QueriesOption = Annotated[int | None, typer.Option(help="gdlt grade queries. (default: 4)")]
+ContrastiveOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--contrastive/--direct",
+        help="With --features: exemplar-based regression, any --agg: predict the quality difference to "
+        "training exemplars (the checkpoint carries them) and average exemplar + difference. (default: direct)",
+    ),
+]
+ExemplarsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="With --contrastive: exemplars per video, from the training split only: of the video's "
+        f"difficulty where the store has difficulties, else drawn by the seed. (default: {TrainConfig.exemplars})"
+    ),
+]
 
 
 def _preset_name(options: dict) -> None:
@@ -428,6 +443,8 @@ def train(
     encoder_layers: EncoderLayersOption = None,
     decoder_layers: DecoderLayersOption = None,
     queries: QueriesOption = None,
+    contrastive: ContrastiveOption = None,
+    exemplars: ExemplarsOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -773,6 +790,8 @@ def experiment(
     encoder_layers: EncoderLayersOption = None,
     decoder_layers: DecoderLayersOption = None,
     queries: QueriesOption = None,
+    contrastive: ContrastiveOption = None,
+    exemplars: ExemplarsOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(

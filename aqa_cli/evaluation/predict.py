@@ -118,10 +118,15 @@ def predict_tensors(head: AQAHead, data: FeatureTensors, rows: list[int], ids: n
 
 def run_heads(head: AQAHead, batch: dict, device: torch.device) -> AQAOutput:
     """The heads on a padded batch, cut to its longest video, with the mask of real clips."""
+    features, mask = batch_inputs(batch, device)
+    return head(features, batch["difficulty"].to(device), mask)
+
+
+def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch's features cut to its longest video, and the mask of real clips, on `device`."""
     longest = int(batch["clips"].max())
     features = batch["features"][:, :longest].to(device)
-    mask = torch.arange(longest, device=device)[None] < batch["clips"].to(device)[:, None]
-    return head(features, batch["difficulty"].to(device), mask)
+    return features, torch.arange(longest, device=device)[None] < batch["clips"].to(device)[:, None]
 
 
 def predict_features(

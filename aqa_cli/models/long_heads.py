@@ -87,6 +87,8 @@ class LongHeadOutput(NamedTuple):
     """(N, K) per-clip weights, summing to 1 over the real clips, 0 on padded ones."""
     embed: Tensor | None
     """(N, Q, width) the grade queries' outputs (`gdlt` only; input of the triplet term)."""
+    pooled: Tensor
+    """(N, pooled_dim) the video's representation before the score (contrastive regression compares two)."""
 
 
 class AttnHead(nn.Module):
@@ -113,7 +115,8 @@ class AttnHead(nn.Module):
         )
         self.pool = MaskedAttentionPool(width, attn_hidden, dropout)
         self.mean_path = mean_path
-        self.regressor = nn.Linear(width * (2 if mean_path else 1), 1)
+        self.pooled_dim = width * (2 if mean_path else 1)
+        self.regressor = nn.Linear(self.pooled_dim, 1)
 
     def forward(
         self, features: Tensor, mask: Tensor | None = None, clips: Tensor | None = None
@@ -126,7 +129,7 @@ class AttnHead(nn.Module):
         video, weights = self.pool(clips, mask)
         if self.mean_path:
             video = torch.cat([video, masked_mean(clips, mask)], dim=-1)
-        return LongHeadOutput(self.regressor(video).squeeze(-1).float(), weights, None)
+        return LongHeadOutput(self.regressor(video).squeeze(-1).float(), weights, None, video)
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, heads: int) -> tuple[Tensor, Tensor]:
@@ -239,6 +242,7 @@ class GDLTHead(nn.Module):
         self.query_logit = nn.Parameter(torch.randn(queries, width) / math.sqrt(width))
         self.query_bias = nn.Parameter(torch.zeros(queries))
         self.weighting = weighting
+        self.pooled_dim = queries * width
         self.register_buffer("grades", torch.linspace(0.0, 1.0, queries), persistent=False)
 
     def forward(
@@ -266,7 +270,7 @@ class GDLTHead(nn.Module):
             clip_weights = mask.float() / mask.float().sum(dim=1, keepdim=True)
         else:
             clip_weights = weights.mean(dim=(1, 2))
-        return LongHeadOutput(score, clip_weights, q)
+        return LongHeadOutput(score, clip_weights, q, q.flatten(1))
 
 
 def gdlt_triplet_loss(embed: Tensor, margin: float = 1.0) -> Tensor:

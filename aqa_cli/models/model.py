@@ -35,12 +35,16 @@ class ModelConfig:
     feature_dim: int | None = None
     head_options: dict[str, Any] | None = None
     """The options of an `attn` or `gdlt` head (`models.long_heads`), dropout included; None for avg/wd."""
+    contrastive: dict[str, Any] | None = None
+    """Exemplar-based regression (`AQAHead`): exemplars per video, rule, seed, bank shape and the bank's
+    sample ids (all from the training split); None: direct regression."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
         data = dataclasses.asdict(self)
-        if data["head_options"] is None:
-            del data["head_options"]
+        for name in ("head_options", "contrastive"):
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod
@@ -99,7 +103,9 @@ def clip_features(backbone: nn.Module, video: Tensor, clip_len: int) -> Tensor:
 def build_head(config: ModelConfig) -> AQAHead:
     """The head alone, e.g. for cached features; its width is `config.feature_dim`, else the depth's."""
     width = config.feature_dim or feature_dim(config.depth)
-    return AQAHead(width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options)
+    return AQAHead(
+        width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options, config.contrastive
+    )
 
 
 def build_model(

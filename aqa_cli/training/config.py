@@ -77,6 +77,8 @@ class TrainConfig:
     triplet_margin: float = -1.0  # head default
     triplet_mining: str = ""  # gdlt: hardest (GDLT's code) or rolled; head default
     stream: bool = False  # --features: read every batch from the store even when it fits in memory
+    contrastive: bool = False  # --features: exemplar-based regression (`training.contrastive`)
+    exemplars: int = 10  # with --contrastive: training exemplars per video (per difficulty in the bank)
     folds: int = 0  # k-fold cross-validation inside train (`aqa experiment --folds`): 0 = off
     fold: int = 0  # which fold is this run's validation set
     seed: int = 0
