@@ -80,6 +80,13 @@ ContrastiveOption = Annotated[
         "training exemplars (the checkpoint carries them) and average exemplar + difference. (default: direct)",
     ),
 ]
+EnsembleOption = Annotated[
+    int | None,
+    typer.Option(
+        help="With --features: train N heads (seeds seed..seed+N-1, or the K folds of --folds, N = K) and "
+        "write one checkpoint averaging them; eval and score report the members' spread. (default: off)"
+    ),
+]
 ExemplarsOption = Annotated[
     int | None,
     typer.Option(
@@ -445,6 +452,7 @@ def train(
     queries: QueriesOption = None,
     contrastive: ContrastiveOption = None,
     exemplars: ExemplarsOption = None,
+    ensemble: EnsembleOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -792,6 +800,7 @@ def experiment(
     queries: QueriesOption = None,
     contrastive: ContrastiveOption = None,
     exemplars: ExemplarsOption = None,
+    ensemble: EnsembleOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(

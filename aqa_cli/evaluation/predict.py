@@ -29,6 +29,7 @@ class Predictions:
     score: np.ndarray
     quality: np.ndarray
     clip_weights: np.ndarray | None  # (N, K, 128) for the Weight-Decider, (N, K) for attn and gdlt
+    spread: np.ndarray | None = None  # an ensemble's: std (ddof 0) of its members' scores per video
 
 
 def predict(
@@ -69,7 +70,7 @@ def collect_predictions(
 ) -> Predictions:
     """`forward` over every batch of an unshuffled loader (whose items carry `row`), without gradients.
     Clip weights of batches with fewer clips are zero-padded to the most clips."""
-    outputs = {"score": [], "quality": [], "weights": [], "rows": []}
+    outputs = {"score": [], "quality": [], "weights": [], "rows": [], "spread": []}
     with torch.no_grad():
         for batch in loader:
             out = forward(batch)
@@ -78,6 +79,8 @@ def collect_predictions(
             outputs["rows"].append(batch["row"])
             if out.clip_weights is not None:
                 outputs["weights"].append(out.clip_weights.float().cpu())
+            if out.spread is not None:
+                outputs["spread"].append(out.spread.float().cpu())
             if progress is not None:
                 progress(len(batch["row"]))
     clip_weights = None
@@ -93,6 +96,7 @@ def collect_predictions(
         score=torch.cat(outputs["score"]).numpy(),
         quality=torch.cat(outputs["quality"]).numpy(),
         clip_weights=clip_weights,
+        spread=torch.cat(outputs["spread"]).numpy() if outputs["spread"] else None,
     )
 
 

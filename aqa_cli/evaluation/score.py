@@ -128,7 +128,8 @@ def _score_clip(
     device = next(model.parameters()).device
     with torch.inference_mode():
         video = model_input(torch.from_numpy(clip)[None], model.backbone.normalization, device)
-        output = model(video)
+        given = None if difficulty is None else torch.tensor([difficulty], device=device)
+        output = model(video, given)  # a contrastive head picks its exemplars by the difficulty
     quality = float(output.quality[0])
     if output.clip_weights is None:
         clip_count = clip.shape[1] // model.clip_len
@@ -144,6 +145,9 @@ def _score_clip(
         score, rule = quality, "quality (no difficulty given)"
     else:
         score, rule = quality * difficulty, TIMES_DIFFICULTY
+    spread = {}
+    if output.spread is not None:  # an ensemble: the std of its members' scores
+        spread = {"member_spread": float(output.spread[0])}
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
     recorded = trained.payload.get("training_range")
     if rule.startswith("quality (no difficulty"):
@@ -157,6 +161,7 @@ def _score_clip(
         "score": score,
         "score_rule": rule,
         "outside_training_range": outside,
+        **spread,
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
         "weights": kind,
         "clips": [

@@ -96,6 +96,8 @@ class AQAOutput(NamedTuple):
     """(N, Q, width) the grade queries' outputs (`gdlt` only: the input of the triplet term)."""
     pooled: Tensor | None = None
     """(N, pooled_dim) the video's representation before the regressor."""
+    spread: Tensor | None = None
+    """(N,) an ensemble's spread: the standard deviation (ddof 0) of its members' scores; None otherwise."""
 
 
 class AQAHead(nn.Module):
@@ -251,3 +253,28 @@ class AQAHead(nn.Module):
         out = self.long(features, mask, clips=clips)
         low, high = self.quality_range[0], self.quality_range[1]
         return out.score * (high - low) + low, out.clip_weights, out.embed, out.pooled
+
+
+class EnsembleHead(nn.Module):
+    """Several trained heads (an ensemble's members: seeds or folds) as one: the mean of their scores,
+    qualities and clip weights, and the spread (std, ddof 0) of their scores."""
+
+    def __init__(self, members: list[AQAHead]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.agg, self.use_difficulty = members[0].agg, members[0].use_difficulty
+
+    @property
+    def is_long(self) -> bool:
+        return self.members[0].is_long
+
+    def forward(
+        self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+    ) -> AQAOutput:
+        outputs = [member(features, difficulty, mask) for member in self.members]
+        scores = torch.stack([out.score.float() for out in outputs])
+        quality = torch.stack([out.quality.float() for out in outputs]).mean(dim=0)
+        weights = None
+        if outputs[0].clip_weights is not None:
+            weights = torch.stack([out.clip_weights.float() for out in outputs]).mean(dim=0)
+        return AQAOutput(scores.mean(dim=0), quality, weights, spread=scores.std(dim=0, unbiased=False))

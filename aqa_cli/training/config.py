@@ -79,6 +79,7 @@ class TrainConfig:
     stream: bool = False  # --features: read every batch from the store even when it fits in memory
     contrastive: bool = False  # --features: exemplar-based regression (`training.contrastive`)
     exemplars: int = 10  # with --contrastive: training exemplars per video (per difficulty in the bank)
+    ensemble: int = 0  # --features: train this many heads (seeds, or the folds of --folds) as one checkpoint
     folds: int = 0  # k-fold cross-validation inside train (`aqa experiment --folds`): 0 = off
     fold: int = 0  # which fold is this run's validation set
     seed: int = 0
@@ -255,7 +256,8 @@ def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
             setattr(config, field.name, float(value))
         elif type(value) is not type(default):
             raise AqaError(f"setting {field.name} = {value!r} should be a {type(default).__name__}")
-    given = (HEAD_DEFAULT_NUMBERS | set(ARCHITECTURE_SETTINGS)) & set(values)
+    given = HEAD_DEFAULT_NUMBERS & set(values)
+    given |= {name for name in ARCHITECTURE_SETTINGS if values.get(name, HEAD_DEFAULT) != HEAD_DEFAULT}
     for name in sorted(given):  # given: never the "head default" sentinel
         at_least_one = name in ("epochs", "batch_size", *ARCHITECTURE_SETTINGS) and name != "proj_hidden"
         value, least = getattr(config, name), 1 if at_least_one else 0
