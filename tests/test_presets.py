@@ -114,3 +114,11 @@ def test_the_hardest_triplet_term_is_zero_when_queries_are_apart_by_the_margin()
     assert gdlt_hardest_triplet_loss(embed, margin=1.5).item() == pytest.approx(0.5, abs=1e-6)
     embed[0, 0] = queries[1]  # video 0's query 0 sits on query 1: its positive is far, its negative near
     assert gdlt_hardest_triplet_loss(embed, margin=1.0).item() > 0.1
+
+
+def test_an_experiment_with_a_preset_runs_its_head_unless_agg_is_given() -> None:
+    from aqa_cli.pipelines.experiment import resolve_grid
+
+    grid = resolve_grid(None, {"features": "f.h5", "preset": "gdlt-fisv", "epochs": 3})
+    assert grid.agg == ["gdlt"] and grid.train == {"preset": "gdlt-fisv", "epochs": 3}
+    assert resolve_grid(None, {"features": "f.h5", "preset": "gdlt-fisv", "agg": ["attn"]}).agg == ["attn"]
