@@ -86,3 +86,21 @@ def test_the_bank_draws_only_the_given_rows() -> None:
     assert set(bank["rows"]) <= {0, 1, 2, 3} and bank["rule"] == "difficulty"
     assert sorted(g for g in bank["groups"] if g == g) == [2.0, 2.0, 3.0, 3.0]
     assert choose_exemplars([0, 1, 2], np.full(8, np.nan), 5, seed=4)["rule"] == "seed"
+
+
+def test_a_resumed_contrastive_run_ends_as_an_uninterrupted_one(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from aqa_cli.training.dispatch import train
+    from tests.test_long_integration import StopAfter, Stopped, feature_config
+
+    settings = {"contrastive": True, "exemplars": 2, "batch_size": 8, "epochs": 3, "lr": 3e-3}
+    train(feature_config(stores[0], tmp_path / "straight", "attn", **settings))
+    with pytest.raises(Stopped):
+        train(feature_config(stores[0], tmp_path / "resumed", "attn", **settings), progress=StopAfter(1))
+    train(feature_config(stores[0], tmp_path / "resumed", "attn", **settings), resume=True)
+    straight = load_checkpoint(tmp_path / "straight" / LAST)["model"]
+    resumed = load_checkpoint(tmp_path / "resumed" / LAST)["model"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:  # the bank's fallback groups are NaN
+        assert np.array_equal(straight[key].numpy(), resumed[key].numpy(), equal_nan=True), key
