@@ -108,8 +108,8 @@ def check_optimisation(config: TrainConfig) -> None:
         raise AqaError("--warmup and --clip-crop must be at least 0")
     if config.folds == 1 or config.folds < 0 or (config.folds and not 0 <= config.fold < config.folds):
         raise AqaError(f"--folds must be 0 (off) or at least 2, and the fold below it (got {config.folds})")
-    if config.contrastive and (not config.features or config.exemplars < 1):
-        raise AqaError("--contrastive trains on --features, with --exemplars at least 1")
+    if config.exemplars < 1:
+        raise AqaError(f"--exemplars must be at least 1 (got {config.exemplars})")
     if config.triplet_mining not in TRIPLET_MINING:
         raise AqaError(
             f"unknown --triplet-mining {config.triplet_mining!r}; choose {' or '.join(TRIPLET_MINING)}"
