@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from aqa_cli.models.long_heads import AttnHead, GDLTHead, gdlt_triplet_loss
+from aqa_cli.models.long_heads import AttnHead, GDLTHead, gdlt_hardest_triplet_loss, gdlt_triplet_loss
 
 FISV = Path(__file__).resolve().parents[2] / "shared" / "data" / "features" / "fis-v"
 FEATURES = "swintx_avg_fps25_clip32_fp16"
@@ -108,7 +108,7 @@ class PaperHead(nn.Module):
 class Config:
     head: str = "attn"  # avg | wd | attn | gdlt
     head_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    optimizer: str = "adamw"  # adam | adamw
+    optimizer: str = "adamw"  # adam | adamw | sgd (momentum 0.9)
     lr: float = 3e-4
     weight_decay: float = 1e-2
     epochs: int = 60
@@ -119,6 +119,8 @@ class Config:
     loss: str = "mse"  # mse | l1l2
     triplet: float = 0.0  # weight of gdlt's triplet term
     margin: float = 1.0
+    triplet_mining: str = "rolled"  # rolled | hardest (GDLT's code)
+    min_lr: float = 0.0  # where the cosine ends
     standardize: bool = True  # z-score each feature channel with the training videos' clip statistics
     bf16: bool = False
     seed: int = 0
@@ -174,8 +176,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model = build_head(config, data.features.shape[-1])
-        opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        params = {"lr": config.lr, "weight_decay": config.weight_decay}
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.model.parameters(), momentum=0.9, **params)
+        else:
+            opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+            self.optimizer = opt(self.model.parameters(), **params)
         self.steps_per_epoch = math.ceil(len(self.train_rows) / config.batch)
         total = self.steps_per_epoch * config.epochs
         warm = self.steps_per_epoch * config.warmup
@@ -184,7 +190,10 @@ class Trainer:
             if step < warm:
                 return (step + 1) / warm
             if config.schedule == "cosine":
-                return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+                floor = config.min_lr / config.lr
+                return floor + (1 - floor) * 0.5 * (
+                    1 + math.cos(math.pi * (step - warm) / max(1, total - warm))
+                )
             return 1.0
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -231,7 +240,10 @@ class Trainer:
             else:
                 loss = F.mse_loss(score, y)
             if config.triplet > 0 and embed is not None:
-                loss = loss + config.triplet * gdlt_triplet_loss(embed, config.margin)
+                triplet = (
+                    gdlt_hardest_triplet_loss if config.triplet_mining == "hardest" else gdlt_triplet_loss
+                )
+                loss = loss + config.triplet * triplet(embed, config.margin)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

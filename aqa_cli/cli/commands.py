@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,12 +20,88 @@ from aqa_cli.pipelines.options import (
     StreamExtractOptions,
 )
 from aqa_cli.training.config import TrainConfig, head_default_text
+from aqa_cli.training.presets import PRESETS
 from aqa_cli.util.errors import AqaError
 
 AGG_HELP = (
     "Clip aggregation: wd (Weight-Decider), avg (the paper's), attn (attention pooling) or gdlt "
     "(grade-decoupled queries; these two for long videos: one weight per clip)"
 )
+
+
+PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)
+
+PresetOption = Annotated[
+    PresetName | None,
+    typer.Option(
+        help="A named whole recipe (head, options, training) for any --target; flags given override its "
+        "settings. "
+        + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+        + ". (default: none)"
+    ),
+]
+LabelScaleOption = Annotated[
+    float | None,
+    typer.Option(
+        help="attn/gdlt: train on targets divided by this fixed maximum (0: the training split's range "
+        f"mapped to [0, 1]). (default: {head_default_text('label_scale')})"
+    ),
+]
+MinLrOption = Annotated[
+    float | None,
+    typer.Option(help=f"Where the cosine schedule ends. (default: {head_default_text('min_lr')})"),
+]
+TripletOption = Annotated[
+    float | None,
+    typer.Option(
+        help=f"gdlt: weight of the triplet term on the grade queries' outputs. (default: {head_default_text('triplet')})"
+    ),
+]
+TripletMarginOption = Annotated[
+    float | None, typer.Option(help=f"(default: {head_default_text('triplet_margin')})")
+]
+TripletMiningOption = Annotated[
+    str | None,
+    typer.Option(
+        help="hardest (GDLT's code: hardest positive and negative over the batch, cosine distance) or rolled "
+        f"(same query of the next video, other queries of the same one). (default: {head_default_text('triplet_mining')})"
+    ),
+]
+WidthOption = Annotated[int | None, typer.Option(help="attn/gdlt model width. (default: 128)")]
+ProjHiddenOption = Annotated[
+    int | None, typer.Option(help="gdlt: hidden width of the input projection (0: one Linear). (default: 0)")
+]
+EncoderLayersOption = Annotated[int | None, typer.Option(help="gdlt encoder layers. (default: 1)")]
+DecoderLayersOption = Annotated[int | None, typer.Option(help="gdlt decoder layers. (default: 2)")]
+QueriesOption = Annotated[int | None, typer.Option(help="gdlt grade queries. (default: 4)")]
+ContrastiveOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--contrastive/--direct",
+        help="With --features: exemplar-based regression, any --agg: predict the quality difference to "
+        "training exemplars (the checkpoint carries them) and average exemplar + difference. (default: direct)",
+    ),
+]
+EnsembleOption = Annotated[
+    int | None,
+    typer.Option(
+        help="With --features: train N heads (seeds seed..seed+N-1, or the K folds of --folds, N = K) and "
+        "write one checkpoint averaging them; eval and score report the members' spread. (default: off)"
+    ),
+]
+ExemplarsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="With --contrastive: exemplars per video, from the training split only: of the video's "
+        f"difficulty where the store has difficulties, else drawn by the seed. (default: {TrainConfig.exemplars})"
+    ),
+]
+
+
+def _preset_name(options: dict) -> None:
+    """The preset option as its name (typer gives the enum member)."""
+    if options.get("preset") is not None:
+        options["preset"] = options["preset"].value
 
 
 def shown(settings: type, name: str) -> str:
@@ -391,6 +468,20 @@ def train(
             f"always sees all). (default: {head_default_text('clip_crop')})"
         ),
     ] = None,
+    preset: PresetOption = None,
+    label_scale: LabelScaleOption = None,
+    min_lr: MinLrOption = None,
+    triplet: TripletOption = None,
+    triplet_margin: TripletMarginOption = None,
+    triplet_mining: TripletMiningOption = None,
+    width: WidthOption = None,
+    proj_hidden: ProjHiddenOption = None,
+    encoder_layers: EncoderLayersOption = None,
+    decoder_layers: DecoderLayersOption = None,
+    queries: QueriesOption = None,
+    contrastive: ContrastiveOption = None,
+    exemplars: ExemplarsOption = None,
+    ensemble: EnsembleOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -485,6 +576,7 @@ def train(
     With --features, only the heads train, on cached clip features: seconds per epoch on a CPU.
     """
     overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
+    _preset_name(overrides)
     from aqa_cli.cli.output import print_training_summary, training_progress
     from aqa_cli.training.config import resolve_config
     from aqa_cli.training.dispatch import train as run_training
@@ -822,6 +914,20 @@ def experiment(
         int | None,
         typer.Option(help=f"Training crop of N clips (0: all). (default: {head_default_text('clip_crop')})"),
     ] = None,
+    preset: PresetOption = None,
+    label_scale: LabelScaleOption = None,
+    min_lr: MinLrOption = None,
+    triplet: TripletOption = None,
+    triplet_margin: TripletMarginOption = None,
+    triplet_mining: TripletMiningOption = None,
+    width: WidthOption = None,
+    proj_hidden: ProjHiddenOption = None,
+    encoder_layers: EncoderLayersOption = None,
+    decoder_layers: DecoderLayersOption = None,
+    queries: QueriesOption = None,
+    contrastive: ContrastiveOption = None,
+    exemplars: ExemplarsOption = None,
+    ensemble: EnsembleOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -853,6 +959,7 @@ def experiment(
     fold, the test split untouched; the table reports rho mean ± std over folds x seeds.
     """
     options = {key: value for key, value in locals().items() if key != "config"}
+    _preset_name(options)
     from aqa_cli.cli.output import ExperimentReporter, print_experiment
     from aqa_cli.pipelines.experiment import resolve_grid, run_experiment
 

@@ -288,6 +288,9 @@ def print_evaluation(result: dict, as_json: bool = False) -> None:
     table.add_row(
         "difficulty-only baseline rho", "n/a (no difficulties)" if baseline is None else f"{baseline:.4f}"
     )
+    if "member_spread" in result:
+        spread = result["member_spread"]
+        table.add_row("ensemble members' spread (std)", f"mean {spread['mean']:.3f}, max {spread['max']:.3f}")
     console.print(table)
     _print_per_action(result)
     for notice in result.get("notices", ()):
@@ -373,6 +376,13 @@ def print_scores(results: list[dict], as_json: bool) -> None:
                 f"{side} the model's training range [{outside['low']:.2f}, {outside['high']:.2f}] by "
                 f"{outside['by']:.2f}: an extrapolation, take it with care",
                 style="yellow",
+                highlight=False,
+            )
+    for result in scored:
+        if "member_spread" in result:
+            console.print(
+                f"{Path(result['path']).name}: the ensemble's members score it {result['score']:.2f} ± "
+                f"{result['member_spread']:.2f} (std)",
                 highlight=False,
             )
     for result in scored:

@@ -153,6 +153,9 @@ def report_predictions(
             "difficulty_baseline_rho": difficulty_baseline(found.difficulty[labelled], found.true[labelled]),
         }
     )
+    if found.spread is not None:  # an ensemble: how far its members' scores lie apart
+        spread = found.spread[labelled]
+        result["member_spread"] = {"mean": float(spread.mean()), "max": float(spread.max())}
     by_action = per_action_metrics(
         store_path, found.ids[labelled], found.score[labelled], found.true[labelled]
     )

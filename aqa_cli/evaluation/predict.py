@@ -30,6 +30,7 @@ class Predictions:
     quality: np.ndarray
     clip_weights: np.ndarray | None  # (N, K, 128) for the Weight-Decider, (N, K) for attn and gdlt
     precision: str = "fp32"  # the autocast the model ran under
+    spread: np.ndarray | None = None  # an ensemble's: std (ddof 0) of its members' scores per video
 
 
 def predict(
@@ -72,7 +73,7 @@ def collect_predictions(
 ) -> Predictions:
     """`forward` over every batch of an unshuffled loader (whose items carry `row`), without gradients.
     Clip weights of batches with fewer clips are zero-padded to the most clips."""
-    outputs = {"score": [], "quality": [], "weights": [], "rows": []}
+    outputs = {"score": [], "quality": [], "weights": [], "rows": [], "spread": []}
     with torch.no_grad():
         for batch in loader:
             out = forward(batch)
@@ -81,6 +82,8 @@ def collect_predictions(
             outputs["rows"].append(batch["row"])
             if out.clip_weights is not None:
                 outputs["weights"].append(out.clip_weights.float().cpu())
+            if out.spread is not None:
+                outputs["spread"].append(out.spread.float().cpu())
             if progress is not None:
                 progress(len(batch["row"]))
     clip_weights = None
@@ -96,6 +99,7 @@ def collect_predictions(
         score=torch.cat(outputs["score"]).numpy(),
         quality=torch.cat(outputs["quality"]).numpy(),
         clip_weights=clip_weights,
+        spread=torch.cat(outputs["spread"]).numpy() if outputs["spread"] else None,
     )
 
 
@@ -121,10 +125,15 @@ def predict_tensors(head: AQAHead, data: FeatureTensors, rows: list[int], ids: n
 
 def run_heads(head: AQAHead, batch: dict, device: torch.device) -> AQAOutput:
     """The heads on a padded batch, cut to its longest video, with the mask of real clips."""
+    features, mask = batch_inputs(batch, device)
+    return head(features, batch["difficulty"].to(device), mask)
+
+
+def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch's features cut to its longest video, and the mask of real clips, on `device`."""
     longest = int(batch["clips"].max())
     features = batch["features"][:, :longest].to(device)
-    mask = torch.arange(longest, device=device)[None] < batch["clips"].to(device)[:, None]
-    return head(features, batch["difficulty"].to(device), mask)
+    return features, torch.arange(longest, device=device)[None] < batch["clips"].to(device)[:, None]
 
 
 def predict_features(

@@ -117,7 +117,8 @@ def _score_clip(
     frames = torch.from_numpy(clip)[None]
     with torch.inference_mode(), run_as.autocast():
         video = model_input(frames, model.backbone.normalization, run_as.device, run_as.channels_last)
-        output = model(video)
+        given = None if difficulty is None else torch.tensor([difficulty], device=run_as.device)
+        output = model(video, given)  # a contrastive head picks its exemplars by the difficulty
     quality = float(output.quality[0])
     if output.clip_weights is None:
         clip_count = clip.shape[1] // model.clip_len
@@ -126,10 +127,14 @@ def _score_clip(
         weights, kind = output.clip_weights[0].float().cpu().numpy(), PER_CLIP[model.head.agg]
     else:
         weights, kind = output.clip_weights[0].float().mean(dim=-1).cpu().numpy(), WEIGHT_DECIDER
+    spread = {}
+    if output.spread is not None:  # an ensemble: the std of its members' scores
+        spread = {"member_spread": float(output.spread[0])}
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
     return {
         **score_fields(trained.payload, trained.path, quality, difficulty, model.head.use_difficulty),
         "precision": run_as.precision,
+        **spread,
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
         "weights": kind,
         "clips": [

@@ -31,6 +31,8 @@ CLIP_FEATURE_DIM = 128
 WEIGHT_DECIDER_WIDTHS = (128, 64, 32, 64, 128)
 PAPER_AGGREGATIONS = ("avg", "wd")
 AGGREGATIONS = (*PAPER_AGGREGATIONS, *LONG_HEADS)
+CONTRASTIVE_HIDDEN = 256
+"""Hidden width of the difference MLP of contrastive (exemplar-based) regression."""
 WD_DROPOUT = 0.1
 """Dropout after each hidden ReLU of the Weight-Decider, as in the authors' code."""
 
@@ -92,6 +94,12 @@ class AQAOutput(NamedTuple):
     clip_weights: Tensor | None
     """(N, K, 128) Weight-Decider weights (each channel sums to 1 over clips); (N, K) for `attn` and
     `gdlt` (one weight per clip, summing to 1 over the real clips); None for `avg`."""
+    embed: Tensor | None = None
+    """(N, Q, width) the grade queries' outputs (`gdlt` only: the input of the triplet term)."""
+    pooled: Tensor | None = None
+    """(N, pooled_dim) the video's representation before the regressor."""
+    spread: Tensor | None = None
+    """(N,) an ensemble's spread: the standard deviation (ddof 0) of its members' scores; None otherwise."""
 
 
 class AQAHead(nn.Module):
@@ -99,6 +107,13 @@ class AQAHead(nn.Module):
 
     `head_options` are the options of the long heads (`attn`, `gdlt`: see `models.long_heads`); the
     paper's `avg` and `wd` take none.
+
+    `contrastive` (exemplar-based regression, any aggregation): {"exemplars": K, "bank": [M, clips, D], ...}.
+    The head then holds a bank of M training videos' features and qualities (`set_exemplars`), and a
+    difference MLP on (query, exemplar, query - exemplar) pooled representations predicts the quality
+    difference in units of the training quality range; a video's quality is the mean over its exemplars
+    (the bank entries of its difficulty, else the bank's seeded fallback entries: `exemplar_weights`) of
+    exemplar quality + predicted difference.
     """
 
     def __init__(
@@ -108,6 +123,7 @@ class AQAHead(nn.Module):
         wd_dropout: float = WD_DROPOUT,
         use_difficulty: bool = True,
         head_options: dict | None = None,
+        contrastive: dict | None = None,
     ) -> None:
         super().__init__()
         if agg not in AGGREGATIONS:
@@ -115,17 +131,28 @@ class AQAHead(nn.Module):
         self.feature_dim = feature_dim
         self.use_difficulty = use_difficulty
         self.agg = agg
+        if agg in LONG_HEADS or contrastive:  # the [0, 1] units of the long heads and of differences
+            self.register_buffer("quality_range", torch.tensor([0.0, 1.0]))
         if agg in LONG_HEADS:
             self.long = build_long_head(agg, feature_dim, **(head_options or {}))
             self.register_buffer("feature_mean", torch.zeros(feature_dim))
             self.register_buffer("feature_std", torch.ones(feature_dim))
-            self.register_buffer("quality_range", torch.tensor([0.0, 1.0]))
-            return
-        if head_options:
-            raise AqaError(f"--agg {agg} takes no head options (got {', '.join(sorted(head_options))})")
-        self.clip_layers = mlp(clip_layer_widths(feature_dim), relu_after_last=True)
-        self.aggregation = WeightDecider(wd_dropout) if agg == "wd" else AverageAggregation()
-        self.regressor = nn.Linear(CLIP_FEATURE_DIM, 1)
+            pooled_dim = self.long.pooled_dim
+        else:
+            if head_options:
+                raise AqaError(f"--agg {agg} takes no head options (got {', '.join(sorted(head_options))})")
+            self.clip_layers = mlp(clip_layer_widths(feature_dim), relu_after_last=True)
+            self.aggregation = WeightDecider(wd_dropout) if agg == "wd" else AverageAggregation()
+            self.regressor = nn.Linear(CLIP_FEATURE_DIM, 1)
+            pooled_dim = CLIP_FEATURE_DIM
+        self.contrastive = contrastive
+        if contrastive:
+            self.difference = mlp((3 * pooled_dim, CONTRASTIVE_HIDDEN, 1), relu_after_last=False)
+            bank, clips, dim = contrastive["bank"]
+            self.register_buffer("bank_features", torch.zeros(bank, clips, dim))
+            self.register_buffer("bank_clips", torch.ones(bank, dtype=torch.int64))
+            self.register_buffer("bank_quality", torch.zeros(bank))
+            self.register_buffer("bank_group", torch.full((bank,), float("nan")))
 
     @property
     def is_long(self) -> bool:
@@ -153,23 +180,71 @@ class AQAHead(nn.Module):
         self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
     ) -> AQAOutput:
         """features (N, K, D); difficulty (N,), NaN where unknown; mask (N, K) bool, True for real clips."""
-        if self.is_long:
-            quality, clip_weights = self._long_quality(features, mask)
-        else:
-            clips = self.clip_layers(features)
-            if mask is not None:  # padded slots may hold anything, even NaN
-                clips = clips.masked_fill(~mask.unsqueeze(-1), 0.0)
-            video, clip_weights = self.aggregation(clips, mask)
-            with full_precision(video.device):  # bf16 keeps 8 bits: 3.3 would be 3.296875
-                quality = self.regressor(video.float()).squeeze(-1)
+        quality, clip_weights, embed, pooled = self.direct(features, mask)
         with full_precision(quality.device):
             quality = quality.float()
+            if self.contrastive:
+                quality = self.quality_from_exemplars(pooled.float(), difficulty)
             score = quality
             if self.use_difficulty and difficulty is not None:
                 score = quality * torch.nan_to_num(difficulty.float(), nan=1.0)
-        return AQAOutput(score, quality, clip_weights)
+        return AQAOutput(score, quality, clip_weights, embed, pooled)
 
-    def _long_quality(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def direct(
+        self, features: Tensor, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+        """(quality from the head's own regressor, clip weights, query outputs, pooled representation)."""
+        if self.is_long:
+            return self._long_quality(features, mask)
+        clips = self.clip_layers(features)
+        if mask is not None:  # padded slots may hold anything, even NaN
+            clips = clips.masked_fill(~mask.unsqueeze(-1), 0.0)
+        video, clip_weights = self.aggregation(clips, mask)
+        with full_precision(video.device):  # bf16 keeps 8 bits: 3.3 would be 3.296875
+            return self.regressor(video.float()).squeeze(-1), clip_weights, None, video
+
+    def set_exemplars(self, features: Tensor, clips: Tensor, quality: Tensor, group: Tensor) -> None:
+        """The exemplar bank: padded features (M, K, D) of M training videos, their clip counts, qualities
+        and groups (their difficulty; NaN: the fallback entries, used by a video whose group has none)."""
+        with torch.no_grad():
+            self.bank_features.copy_(features)
+            self.bank_clips.copy_(clips)
+            self.bank_quality.copy_(quality)
+            self.bank_group.copy_(group)
+
+    def pair_differences(self, query: Tensor, exemplar: Tensor) -> Tensor:
+        """(N, M) predicted quality differences query - exemplar, in units of the training quality range,
+        from pooled representations query (N, P) and exemplar (M, P)."""
+        q = query.float().unsqueeze(1).expand(-1, exemplar.shape[0], -1)
+        e = exemplar.float().unsqueeze(0).expand(query.shape[0], -1, -1)
+        return self.difference(torch.cat([q, e, q - e], dim=-1)).squeeze(-1)
+
+    def exemplar_weights(self, difficulty: Tensor | None, count: int) -> Tensor:
+        """(count, M): for each video, 1 / n on the n bank entries of its difficulty, else on the fallback
+        entries (group NaN)."""
+        group = self.bank_group
+        fallback = torch.isnan(group)
+        if difficulty is None:
+            chosen = fallback.expand(count, -1)
+        else:
+            same = group[None, :] == difficulty.to(group.device, group.dtype)[:, None]
+            chosen = torch.where(same.any(dim=1, keepdim=True), same, fallback[None, :])
+        chosen = chosen.float()
+        return chosen / chosen.sum(dim=1, keepdim=True)
+
+    def quality_from_exemplars(self, pooled: Tensor, difficulty: Tensor | None) -> Tensor:
+        """The mean over each video's exemplars of exemplar quality + predicted difference."""
+        mask = (
+            torch.arange(self.bank_features.shape[1], device=pooled.device)[None] < self.bank_clips[:, None]
+        )
+        bank = self.direct(self.bank_features, mask)[3]
+        low, high = self.quality_range[0], self.quality_range[1]
+        estimates = self.bank_quality[None, :] + self.pair_differences(pooled, bank) * (high - low)
+        return (self.exemplar_weights(difficulty, len(pooled)) * estimates).sum(dim=1)
+
+    def _long_quality(
+        self, features: Tensor, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """The long head on standardized features, its per-clip layers on the packed real clips only."""
         if mask is None:
             mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
@@ -183,4 +258,29 @@ class AQAHead(nn.Module):
         out = self.long(features, mask, clips=clips)
         low, high = self.quality_range[0], self.quality_range[1]
         with full_precision(features.device):
-            return out.score.float() * (high - low) + low, out.clip_weights
+            return out.score.float() * (high - low) + low, out.clip_weights, out.embed, out.pooled
+
+
+class EnsembleHead(nn.Module):
+    """Several trained heads (an ensemble's members: seeds or folds) as one: the mean of their scores,
+    qualities and clip weights, and the spread (std, ddof 0) of their scores."""
+
+    def __init__(self, members: list[AQAHead]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.agg, self.use_difficulty = members[0].agg, members[0].use_difficulty
+
+    @property
+    def is_long(self) -> bool:
+        return self.members[0].is_long
+
+    def forward(
+        self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+    ) -> AQAOutput:
+        outputs = [member(features, difficulty, mask) for member in self.members]
+        scores = torch.stack([out.score.float() for out in outputs])
+        quality = torch.stack([out.quality.float() for out in outputs]).mean(dim=0)
+        weights = None
+        if outputs[0].clip_weights is not None:
+            weights = torch.stack([out.clip_weights.float() for out in outputs]).mean(dim=0)
+        return AQAOutput(scores.mean(dim=0), quality, weights, spread=scores.std(dim=0, unbiased=False))

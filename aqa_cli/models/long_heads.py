@@ -10,7 +10,8 @@ Two aggregations, each usable alone on clip vectors (N, K, D) or inside a full h
   clips; each query's output gives the weight of one of Q fixed grade levels (linspace(0, 1, Q)); the
   score is the weight-averaged grade, in [0, 1] (scale targets to [0, 1] for training). The query weights
   follow GDLT (a sigmoid of each query's own logit, normalized to sum 1) or a softmax over the queries.
-  An optional triplet term (`gdlt_triplet_loss`) keeps the query outputs apart.
+  An optional triplet term keeps the query outputs apart: `gdlt_hardest_triplet_loss` (GDLT's code) or
+  `gdlt_triplet_loss` (a rolled-batch variant).
 
 Masks are (N, K) bool, True for real clips. Padded slots may hold anything, even NaN or inf: they are
 zeroed on entry, and every attention gives them exactly zero weight (additive -inf before the softmax),
@@ -86,6 +87,8 @@ class LongHeadOutput(NamedTuple):
     """(N, K) per-clip weights, summing to 1 over the real clips, 0 on padded ones."""
     embed: Tensor | None
     """(N, Q, width) the grade queries' outputs (`gdlt` only; input of the triplet term)."""
+    pooled: Tensor
+    """(N, pooled_dim) the video's representation before the score (contrastive regression compares two)."""
 
 
 class AttnHead(nn.Module):
@@ -112,7 +115,8 @@ class AttnHead(nn.Module):
         )
         self.pool = MaskedAttentionPool(width, attn_hidden, dropout)
         self.mean_path = mean_path
-        self.regressor = nn.Linear(width * (2 if mean_path else 1), 1)
+        self.pooled_dim = width * (2 if mean_path else 1)
+        self.regressor = nn.Linear(self.pooled_dim, 1)
 
     def forward(
         self, features: Tensor, mask: Tensor | None = None, clips: Tensor | None = None
@@ -125,7 +129,7 @@ class AttnHead(nn.Module):
         video, weights = self.pool(clips, mask)
         if self.mean_path:
             video = torch.cat([video, masked_mean(clips, mask)], dim=-1)
-        return LongHeadOutput(self.regressor(video).squeeze(-1).float(), weights, None)
+        return LongHeadOutput(self.regressor(video).squeeze(-1).float(), weights, None, video)
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, heads: int) -> tuple[Tensor, Tensor]:
@@ -238,6 +242,7 @@ class GDLTHead(nn.Module):
         self.query_logit = nn.Parameter(torch.randn(queries, width) / math.sqrt(width))
         self.query_bias = nn.Parameter(torch.zeros(queries))
         self.weighting = weighting
+        self.pooled_dim = queries * width
         self.register_buffer("grades", torch.linspace(0.0, 1.0, queries), persistent=False)
 
     def forward(
@@ -265,7 +270,7 @@ class GDLTHead(nn.Module):
             clip_weights = mask.float() / mask.float().sum(dim=1, keepdim=True)
         else:
             clip_weights = weights.mean(dim=(1, 2))
-        return LongHeadOutput(score, clip_weights, q)
+        return LongHeadOutput(score, clip_weights, q, q.flatten(1))
 
 
 def gdlt_triplet_loss(embed: Tensor, margin: float = 1.0) -> Tensor:
@@ -281,6 +286,20 @@ def gdlt_triplet_loss(embed: Tensor, margin: float = 1.0) -> Tensor:
     off_diagonal = ~torch.eye(q, dtype=torch.bool, device=e.device)
     losses = F.relu(margin + positive.unsqueeze(-1) - pairwise).masked_select(off_diagonal.expand(n, q, q))
     return losses.mean()
+
+
+def gdlt_hardest_triplet_loss(embed: Tensor, margin: float = 1.0) -> Tensor:
+    """The triplet term of GDLT's released code: over all query outputs (N, Q, E) of the batch, each one's
+    hardest positive (the farthest output of the same query in another video) and hardest negative (the
+    nearest output of another query, in any video), in cosine distance; mean of relu(pos - neg + margin)."""
+    n, q, e = embed.shape
+    flat = F.normalize(embed.float().reshape(n * q, e), dim=-1)
+    distance = 1 - flat @ flat.T
+    query = torch.arange(q, device=embed.device).repeat(n)
+    same = query[:, None] == query[None, :]
+    positive = (distance * (same & ~torch.eye(n * q, dtype=torch.bool, device=embed.device))).amax(dim=1)
+    negative = distance.masked_fill(same, float("inf")).amin(dim=1)
+    return F.relu(positive - negative + margin).mean()
 
 
 def build_long_head(kind: str, feature_dim: int, **options: object) -> AttnHead | GDLTHead:

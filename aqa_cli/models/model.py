@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from aqa_cli.models.architectures import feature_dim
 from aqa_cli.models.backbones import build_backbone
-from aqa_cli.models.heads import WD_DROPOUT, AQAHead, AQAOutput
+from aqa_cli.models.heads import WD_DROPOUT, AQAHead, AQAOutput, EnsembleHead
 from aqa_cli.models.normalization import Normalization
 from aqa_cli.util.errors import AqaError
 
@@ -35,12 +35,18 @@ class ModelConfig:
     feature_dim: int | None = None
     head_options: dict[str, Any] | None = None
     """The options of an `attn` or `gdlt` head (`models.long_heads`), dropout included; None for avg/wd."""
+    contrastive: dict[str, Any] | None = None
+    """Exemplar-based regression (`AQAHead`): exemplars per video, rule, seed, bank shape and the bank's
+    sample ids (all from the training split); None: direct regression."""
+    members: list[dict[str, Any]] | None = None
+    """An ensemble: its members' configs (the head is their `EnsembleHead`); None: one head."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
         data = dataclasses.asdict(self)
-        if data["head_options"] is None:
-            del data["head_options"]
+        for name in ("head_options", "contrastive", "members"):
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod
@@ -96,10 +102,15 @@ def clip_features(backbone: nn.Module, video: Tensor, clip_len: int) -> Tensor:
     return backbone(batched).reshape(batch, clips, -1)
 
 
-def build_head(config: ModelConfig) -> AQAHead:
-    """The head alone, e.g. for cached features; its width is `config.feature_dim`, else the depth's."""
+def build_head(config: ModelConfig) -> AQAHead | EnsembleHead:
+    """The head alone, e.g. for cached features; its width is `config.feature_dim`, else the depth's; an
+    ensemble's members averaged."""
+    if config.members:
+        return EnsembleHead([build_head(ModelConfig.from_dict(member)) for member in config.members])
     width = config.feature_dim or feature_dim(config.depth)
-    return AQAHead(width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options)
+    return AQAHead(
+        width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options, config.contrastive
+    )
 
 
 def build_model(

@@ -45,8 +45,15 @@ from aqa_cli.evaluation.ridge import ridge_baseline
 from aqa_cli.models.pretrained import read_weights
 from aqa_cli.models.registry import weights_path
 from aqa_cli.pipelines.options import ExperimentGrid
-from aqa_cli.training.config import TrainConfig, read_toml, resolve_config, resolve_head_defaults
+from aqa_cli.training.config import (
+    TrainConfig,
+    preset_agg,
+    read_toml,
+    resolve_config,
+    resolve_head_defaults,
+)
 from aqa_cli.training.dispatch import train
+from aqa_cli.training.heads import with_target
 from aqa_cli.training.loop import check_optimisation
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.safe_output import OutputError, atomic_write, writer_lock
@@ -67,6 +74,8 @@ def resolve_grid(config_file: Path | None, options: dict) -> ExperimentGrid:
     if unknown:
         raise AqaError(f"{config_file}: unknown setting(s) {', '.join(unknown)}; see `aqa experiment --help`")
     resolved = resolve_config(None, train)  # mistyped or impossible train settings fail here, before any work
+    if resolved.preset and not values.get("agg"):
+        values["agg"] = [preset_agg(resolved.preset)]  # the preset's head, unless --agg is given
     for agg in values.get("agg") or ExperimentGrid().agg:
         check_optimisation(resolve_head_defaults(dataclasses.replace(resolved, agg=agg)))
     grid = ExperimentGrid(**{**values, "train": {key: getattr(resolved, key) for key in train}})
@@ -282,7 +291,7 @@ def _train_heads(
         "seed": seed,
         **_fold_settings(grid, result),
     }
-    config = TrainConfig(**{**grid.train, **settings})
+    config = with_target(TrainConfig(**{**grid.train, **settings}))
     _train_and_test(dataclasses.replace(config, out=str(run_dir)), result)
 
 

@@ -8,7 +8,9 @@ Per-head defaults: the optimisation settings below marked "head default" are lef
 aggregation's defaults: the paper's for `avg` and `wd` (Adam, lr 1e-4, constant, batch 2, 50 epochs,
 L1 + L2, all clips), the frozen Fis-V research settings for `attn` and `gdlt` (AdamW, lr 3e-4, weight decay
 0.01, cosine schedule, no warm-up, batch 16, 60 epochs, MSE on the [0, 1]-scaled quality, a random run of
-64 clips in training). A run's config.toml and checkpoints record the resolved values.
+64 clips in training). A preset (`--preset`, `training.presets`) fills these settings first, for the
+run's target, and gives its head unless --agg is given. A run's config.toml and checkpoints record the
+resolved values.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ class TrainConfig:
     wd_dropout: float = 0.1
     use_difficulty: bool = True
     dropout: float = -1.0  # the attn/gdlt heads' dropout; head default
+    preset: str = ""  # a named whole recipe (`training.presets`): fills every setting not given
+    # the long heads' architecture (-1: the head's own, HEAD_OPTIONS)
+    width: int = -1
+    proj_hidden: int = -1  # gdlt: hidden width of the projection (0: one Linear)
+    encoder_layers: int = -1  # gdlt
+    decoder_layers: int = -1  # gdlt
+    queries: int = -1  # gdlt: grade queries
     # optimisation (-1 / "": the aggregation's default, see HEAD_DEFAULTS)
     epochs: int = -1
     batch_size: int = -1
@@ -60,7 +69,17 @@ class TrainConfig:
     schedule: str = ""  # constant or cosine (per optimisation step), after `warmup` epochs of linear warm-up
     warmup: int = -1  # epochs
     clip_crop: int = -1  # train on a random contiguous run of this many clips (0: all clips)
+    min_lr: float = -1.0  # where the cosine schedule ends; head default
+    label_scale: float = (
+        -1.0
+    )  # long heads: targets / this fixed maximum (0: the training range); head default
+    triplet: float = -1.0  # gdlt: weight of the triplet term on the query outputs; head default
+    triplet_margin: float = -1.0  # head default
+    triplet_mining: str = ""  # gdlt: hardest (GDLT's code) or rolled; head default
     stream: bool = False  # --features: read every batch from the store even when it fits in memory
+    contrastive: bool = False  # --features: exemplar-based regression (`training.contrastive`)
+    exemplars: int = 10  # with --contrastive: training exemplars per video (per difficulty in the bank)
+    ensemble: int = 0  # --features: train this many heads (seeds, or the folds of --folds) as one checkpoint
     folds: int = 0  # k-fold cross-validation inside train (`aqa experiment --folds`): 0 = off
     fold: int = 0  # which fold is this run's validation set
     seed: int = 0
@@ -82,6 +101,7 @@ class TrainConfig:
 
 
 LOSSES = ("l1+l2", "l1", "l2", "mse")
+TRIPLET_MINING = ("hardest", "rolled")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 
@@ -96,6 +116,11 @@ PAPER_DEFAULTS = {
     "warmup": 0,
     "clip_crop": 0,
     "dropout": 0.0,  # unused by avg and wd (the Weight-Decider's is wd_dropout)
+    "min_lr": 0.0,
+    "label_scale": 0.0,  # the long heads only
+    "triplet": 0.0,  # gdlt only
+    "triplet_margin": 1.0,
+    "triplet_mining": "rolled",
 }
 LONG_DEFAULTS = {
     **PAPER_DEFAULTS,
@@ -131,25 +156,55 @@ HEAD_OPTIONS = {
     },
 }
 """The architecture of the long heads (the frozen Fis-V research settings); dropout comes from --dropout."""
+ARCHITECTURE_SETTINGS = ("width", "proj_hidden", "encoder_layers", "decoder_layers", "queries")
+"""TrainConfig settings that change HEAD_OPTIONS (-1: the head's own)."""
+
+
+def _unset(value) -> bool:
+    return value == "" or (not isinstance(value, str) and value == HEAD_DEFAULT)
 
 
 def resolve_head_defaults(config: TrainConfig) -> TrainConfig:
-    """The config with every "head default" setting (-1 or "") replaced by its aggregation's default;
-    an unknown aggregation keeps the paper's (and fails in `check_optimisation`)."""
-    defaults = HEAD_DEFAULTS.get(config.agg, PAPER_DEFAULTS)
-    changes = {}
-    for name, value in defaults.items():
-        current = getattr(config, name)
-        if current == "" or (not isinstance(current, str) and current == HEAD_DEFAULT):
-            changes[name] = value
+    """The config with every "head default" setting (-1 or "") replaced by its preset's value for the
+    config's target (`training.presets`), else its aggregation's default; an unknown aggregation keeps the
+    paper's (and fails in `check_optimisation`)."""
+    from aqa_cli.training.presets import PRESETS
+
+    if config.preset and config.preset not in PRESETS:
+        raise AqaError(f"unknown --preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset].values(config.target) if config.preset else {}
+    preset = {  # architecture settings only where the head has them (a preset may be used with another head)
+        name: value
+        for name, value in preset.items()
+        if name not in ARCHITECTURE_SETTINGS or name in HEAD_OPTIONS.get(config.agg, {})
+    }
+    defaults = {**HEAD_DEFAULTS.get(config.agg, PAPER_DEFAULTS), **preset}
+    changes = {name: value for name, value in defaults.items() if _unset(getattr(config, name))}
     return dataclasses.replace(config, **changes)
 
 
+def preset_agg(preset: str) -> str | None:
+    """The aggregation a preset is made for (None without one)."""
+    from aqa_cli.training.presets import PRESETS
+
+    if not preset:
+        return None
+    if preset not in PRESETS:
+        raise AqaError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset].agg
+
+
 def head_options(config: TrainConfig) -> dict | None:
-    """The ModelConfig.head_options of the config's aggregation (None for avg and wd)."""
+    """The ModelConfig.head_options of the config's aggregation (None for avg and wd), with the
+    architecture settings given (or set by a preset) that the head has."""
     if config.agg not in HEAD_OPTIONS:
         return None
-    return {**HEAD_OPTIONS[config.agg], "dropout": float(config.dropout)}
+    options = {**HEAD_OPTIONS[config.agg], "dropout": float(config.dropout)}
+    for name in ARCHITECTURE_SETTINGS:
+        value = getattr(config, name)
+        if value != HEAD_DEFAULT and name in options:
+            options[name] = None if name == "proj_hidden" and value == 0 else value
+    return options
 
 
 def head_default_text(name: str) -> str:
@@ -191,6 +246,9 @@ def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
     if unknown:
         raise AqaError(f"{config_file}: unknown setting(s) {', '.join(unknown)}; see `aqa train --help`")
     values.update({key: value for key, value in overrides.items() if value is not None})
+    agg = preset_agg(values.get("preset", ""))
+    if agg is not None:
+        values.setdefault("agg", agg)  # the preset's head, unless one is given
     config = TrainConfig(**values)
     for field in dataclasses.fields(config):
         value, default = getattr(config, field.name), getattr(TrainConfig, field.name)
@@ -198,8 +256,11 @@ def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
             setattr(config, field.name, float(value))
         elif type(value) is not type(default):
             raise AqaError(f"setting {field.name} = {value!r} should be a {type(default).__name__}")
-    for name in sorted(HEAD_DEFAULT_NUMBERS & set(values)):  # given: never the "head default" sentinel
-        value, least = getattr(config, name), 1 if name in ("epochs", "batch_size") else 0
+    given = HEAD_DEFAULT_NUMBERS & set(values)
+    given |= {name for name in ARCHITECTURE_SETTINGS if values.get(name, HEAD_DEFAULT) != HEAD_DEFAULT}
+    for name in sorted(given):  # given: never the "head default" sentinel
+        at_least_one = name in ("epochs", "batch_size", *ARCHITECTURE_SETTINGS) and name != "proj_hidden"
+        value, least = getattr(config, name), 1 if at_least_one else 0
         if not (math.isfinite(value) and value >= least):
             raise AqaError(f"--{name.replace('_', '-')} must be a finite number >= {least} (got {value})")
     return config

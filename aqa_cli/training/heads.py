@@ -34,9 +34,11 @@ from aqa_cli.data.samplers import EpochTagged, SeededShuffle
 from aqa_cli.data.splits import labelled_splits
 from aqa_cli.evaluation.metrics import score_span
 from aqa_cli.evaluation.predict import Predictions, predict_features, predict_tensors, run_heads
+from aqa_cli.models.long_heads import gdlt_hardest_triplet_loss, gdlt_triplet_loss
 from aqa_cli.models.model import ModelConfig, build_head
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig, head_options, resolve_head_defaults
+from aqa_cli.training.contrastive import bank_tensors, choose_exemplars, pair_inputs
 from aqa_cli.training.loop import (
     TrainingProgress,
     TrainingRun,
@@ -53,11 +55,23 @@ from aqa_cli.training.loop import (
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import Distributed, grad_scaler, resolve_device
 
+TRIPLET_LOSSES = {"hardest": gdlt_hardest_triplet_loss, "rolled": gdlt_triplet_loss}
 
-def head_model_config(config: TrainConfig, store: FeatureStore) -> ModelConfig:
+
+def head_model_config(config: TrainConfig, store: FeatureStore, bank: dict | None = None) -> ModelConfig:
     """The heads' config; the backbone fields describe the extracting backbone (zero/empty for imported
-    features, which have none)."""
+    features, which have none); with a contrastive bank, its settings, shape and the exemplars' ids."""
     backbone = store.backbone or {}
+    contrastive = None
+    if bank is not None:
+        clips = store.column("clips")
+        contrastive = {
+            "exemplars": config.exemplars,
+            "rule": bank["rule"],
+            "seed": config.seed,
+            "bank": [len(bank["rows"]), int(max(clips[bank["rows"]])), store.feature_dim],
+            "ids": [str(sample) for sample in store.column("id")[bank["rows"]]],
+        }
     return ModelConfig(
         depth=backbone.get("depth", 0),
         conv=backbone.get("conv", ""),
@@ -69,6 +83,7 @@ def head_model_config(config: TrainConfig, store: FeatureStore) -> ModelConfig:
         normalization=backbone.get("normalization"),
         feature_dim=store.feature_dim,
         head_options=head_options(config),
+        contrastive=contrastive,
     )
 
 
@@ -93,7 +108,7 @@ def train_heads(
     config: TrainConfig, resume: bool = False, progress: TrainingProgress | None = None
 ) -> TrainResult:
     """Train the heads on the feature store `config.features` (see the module docstring)."""
-    config = resolve_head_defaults(config)
+    config = resolve_head_defaults(with_target(config))
     check_optimisation(config)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AqaError("head training on --features runs in one process: start it without torchrun")
@@ -104,10 +119,13 @@ def train_heads(
         )
     config = dataclasses.replace(config, precision="fp32")  # recorded as run
     with FeatureStore(config.features) as store:
-        target = config.target or store.attributes["default_target"]
+        target = config.target
         rows = labelled_splits(store, target, config.val_fraction, config.seed, config.folds, config.fold)
         span = score_span(store.scores(target), store.path, target)
-        model_config = head_model_config(config, store)
+        bank = None
+        if config.contrastive:
+            bank = choose_exemplars(rows["train"], store.column("difficulty"), config.exemplars, config.seed)
+        model_config = head_model_config(config, store, bank)
         attributes = store.attributes
         ids = store.column("id")
         payload_base = {
@@ -137,12 +155,33 @@ def train_heads(
         start_regressor_at_mean_quality(head, train_scores, train_difficulties)
         if head.is_long:
             head.set_standardization(*clip_statistics(config.features, rows["train"], data))
+            if config.label_scale > 0:  # a fixed maximum instead of the training range
+                head.set_quality_range(0.0, config.label_scale)
+        if bank is not None:
+            qualities = train_set.scores.astype(np.float64)
+            if head.use_difficulty:
+                known = np.isfinite(train_set.difficulties) & (train_set.difficulties > 0)
+                qualities = np.where(known, qualities / np.where(known, train_set.difficulties, 1), qualities)
+            if not head.is_long:
+                head.set_quality_range(
+                    *training_range(train_scores, train_difficulties, head.use_difficulty)["quality"]
+                )
+            head.set_exemplars(*bank_tensors(config.features, bank, qualities))
     head.to(device)
     sampler = EpochTagged(SeededShuffle(train_set, config.seed))
 
-    def forward(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        out = run_heads(head, batch, device)
-        return loss_inputs(head, out, batch["score"].to(device), batch["difficulty"])
+    triplet = TRIPLET_LOSSES[config.triplet_mining]
+
+    def forward(batch: dict) -> tuple[torch.Tensor, ...]:
+        if head.contrastive:
+            predicted, true, embed = pair_inputs(head, batch, device)
+        else:
+            out = run_heads(head, batch, device)
+            predicted, true = loss_inputs(head, out, batch["score"].to(device), batch["difficulty"])
+            embed = out.embed
+        if config.triplet > 0 and embed is not None:
+            return predicted, true, config.triplet * triplet(embed, config.triplet_margin)
+        return predicted, true
 
     if data is not None:
         loader = FeatureBatches(
@@ -186,6 +225,15 @@ def train_heads(
                 scheduler=build_scheduler(config, optimizer, len(loader)),
             )
         )
+
+
+def with_target(config: TrainConfig) -> TrainConfig:
+    """The config with its target named (the feature store's default when none is given): a preset's
+    per-target settings need it."""
+    if config.target:
+        return config
+    with FeatureStore(config.features) as store:
+        return dataclasses.replace(config, target=store.attributes["default_target"])
 
 
 def clip_statistics(

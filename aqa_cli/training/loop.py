@@ -25,7 +25,15 @@ from aqa_cli.evaluation.metrics import metrics
 from aqa_cli.evaluation.plots import plot_training_curves
 from aqa_cli.evaluation.predict import Predictions
 from aqa_cli.models.heads import AGGREGATIONS, AQAHead, AQAOutput
-from aqa_cli.training.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from aqa_cli.training.config import (
+    ARCHITECTURE_SETTINGS,
+    HEAD_OPTIONS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRIPLET_MINING,
+    TrainConfig,
+)
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.runtime import Distributed, load_scaler_state
 from aqa_cli.util.safe_output import atomic_write, writer_lock
@@ -104,7 +112,17 @@ def check_optimisation(config: TrainConfig) -> None:
         raise AqaError("--warmup and --clip-crop must be at least 0")
     if config.folds == 1 or config.folds < 0 or (config.folds and not 0 <= config.fold < config.folds):
         raise AqaError(f"--folds must be 0 (off) or at least 2, and the fold below it (got {config.folds})")
-    for name in ("lr", "backbone_lr", "wd_dropout", "val_fraction", "weight_decay", "dropout"):
+    if config.exemplars < 1:
+        raise AqaError(f"--exemplars must be at least 1 (got {config.exemplars})")
+    if config.triplet_mining not in TRIPLET_MINING:
+        raise AqaError(
+            f"unknown --triplet-mining {config.triplet_mining!r}; choose {' or '.join(TRIPLET_MINING)}"
+        )
+    for name in ARCHITECTURE_SETTINGS:
+        if getattr(config, name) != -1 and name not in HEAD_OPTIONS.get(config.agg, {}):
+            raise AqaError(f"--{name.replace('_', '-')} is not a setting of --agg {config.agg}")
+    numbers = ("lr", "backbone_lr", "wd_dropout", "val_fraction", "weight_decay", "dropout", "min_lr")
+    for name in (*numbers, "label_scale", "triplet", "triplet_margin"):
         value, flag = getattr(config, name), "--" + name.replace("_", "-")
         if not (math.isfinite(value) and value >= 0):
             raise AqaError(f"{flag} must be a finite number >= 0 (got {value})")
@@ -128,17 +146,19 @@ def build_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR | None:
     """Per optimisation step: linear warm-up over `config.warmup` epochs, then constant or a cosine decay
-    to 0 at the last step. None for a constant schedule without warm-up (the paper's: nothing to step)."""
+    to `config.min_lr` at the last step. None for a constant schedule without warm-up (the paper's: nothing to step)."""
     if config.schedule == "constant" and config.warmup == 0:
         return None
     steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
+    floor = min(1.0, config.min_lr / config.lr) if config.lr > 0 else 0.0
     total, warm = steps_per_epoch * config.epochs, steps_per_epoch * config.warmup
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         if config.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            cosine = 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            return floor + (1 - floor) * cosine
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -163,7 +183,7 @@ class TrainingRun:
     trained: torch.nn.Module  # what the batches go through (the model, or its DDP wrapper)
     loader: DataLoader
     sampler: EpochTagged  # the loader's: its order and each sample's augmentation follow `set_epoch`
-    forward: Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # batch -> (predicted, true) scores
+    forward: Callable[[dict], tuple[torch.Tensor, ...]]  # batch -> (predicted, true) scores[, extra loss]
     evaluate: Callable[[list[int]], Predictions]  # rows of a split -> predictions (evaluation mode)
     rows: dict[str, list[int]]  # per split
     score_span: tuple[float, float]  # for R-l2
@@ -222,8 +242,8 @@ def _train_epochs(loop: TrainingRun) -> TrainResult:
             sync = step % config.accumulate == 0 or step == len(loop.loader)
             context = loop.trained.no_sync() if distributed.enabled and not sync else contextlib.nullcontext()
             with context:
-                predicted, true = loop.forward(batch)
-                loss = loss_fn(config.loss, predicted, true)
+                predicted, true, *extra = loop.forward(batch)
+                loss = loss_fn(config.loss, predicted, true) + sum(extra)
                 scaler.scale(loss / config.accumulate).backward()
             if sync:
                 optimizer_step(optimizer, scaler, loop.scheduler)

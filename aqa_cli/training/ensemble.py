@@ -1,0 +1,98 @@
+"""`aqa train --features F --ensemble N`: N members trained one after the other (seeds seed .. seed+N-1,
+or with `--folds K` the K folds of train, N = K), then ONE checkpoint holding all of them
+(`models.heads.EnsembleHead`): `eval` and `score` treat it as one model and report the members' spread.
+
+Members live in RUN/members/<seed S | fold F>/ as ordinary runs (each resumable); rerunning the
+ensemble with --resume resumes the unfinished members and skips the finished ones. A member with a
+validation split contributes its best.pt, else its last.pt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+from aqa_cli.checkpoints.io import BEST, LAST, RUNS_DIR, load_checkpoint, save_checkpoint
+from aqa_cli.evaluation.evaluate import evaluate_checkpoint
+from aqa_cli.training.config import TrainConfig, resolve_head_defaults
+from aqa_cli.training.heads import train_heads, with_target
+from aqa_cli.training.loop import TrainingProgress, TrainResult, open_run
+from aqa_cli.util.errors import AqaError
+from aqa_cli.util.safe_output import atomic_write
+
+TRAINING_STATE = ("model", "optimizer", "scaler", "scheduler", "rng", "metrics", "best")
+
+
+def member_configs(config: TrainConfig, run_dir: Path) -> list[TrainConfig]:
+    """One config per member: the seeds from config.seed on, or every fold of `config.folds`."""
+    if config.folds and config.ensemble != config.folds:
+        raise AqaError(
+            f"--ensemble {config.ensemble} with --folds {config.folds}: the members are the folds, give both the same"
+        )
+    single = dataclasses.replace(config, ensemble=0)
+    if config.folds:
+        return [
+            dataclasses.replace(single, fold=fold, out=str(run_dir / "members" / f"fold{fold}"))
+            for fold in range(config.folds)
+        ]
+    seeds = range(config.seed, config.seed + config.ensemble)
+    return [
+        dataclasses.replace(single, seed=seed, out=str(run_dir / "members" / f"seed{seed}")) for seed in seeds
+    ]
+
+
+def train_ensemble(
+    config: TrainConfig, resume: bool = False, progress: TrainingProgress | None = None
+) -> TrainResult:
+    """Train (or resume) every member, then write RUN/last.pt: the ensemble as one checkpoint."""
+    if not config.features or config.ensemble < 2:
+        raise AqaError("--ensemble N trains N >= 2 heads on --features")
+    config = resolve_head_defaults(with_target(config))  # its config.toml repeats it exactly
+    default = RUNS_DIR / f"ensemble-{Path(config.features).stem}-{config.agg}-seed{config.seed}"
+    run_dir, _ = open_run(config, resume, default)
+    if resume and not (run_dir / "config.toml").is_file():
+        raise AqaError(f"nothing to resume: {run_dir} holds no ensemble; start it without --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.toml", dataclasses.replace(config, out=str(run_dir)).to_toml())
+    payloads, chosen = [], []
+    for member in member_configs(config, run_dir):
+        out = Path(member.out)
+        train_heads(member, resume=(out / LAST).is_file(), progress=progress)
+        path = out / BEST if (out / BEST).is_file() else out / LAST
+        payloads.append(load_checkpoint(path))
+        chosen.append(str(path))
+    save_checkpoint(run_dir / LAST, ensemble_payload(config, run_dir, payloads, chosen))
+    row = {"epoch": payloads[0]["epoch"]}
+    if config.test_curve and not config.folds:
+        with contextlib.suppress(AqaError):  # no labelled test split: nothing to report
+            row["test_rho"] = evaluate_checkpoint(None, run_dir / LAST, None, "test", config.device, 32)[
+                "rho"
+            ]
+    return TrainResult(run_dir, [row], None)
+
+
+def ensemble_payload(config: TrainConfig, run_dir: Path, payloads: list[dict], paths: list[str]) -> dict:
+    """The members' checkpoints as one: the first member's records, every member's config and weights,
+    the training ranges joined, and which members it holds."""
+    first = {key: value for key, value in payloads[0].items() if key not in TRAINING_STATE}
+    state = {
+        f"members.{index}.{name}": tensor
+        for index, payload in enumerate(payloads)
+        for name, tensor in payload["model"].items()
+    }
+    ranges = [payload["training_range"] for payload in payloads]
+    joined = {kind: [min(r[kind][0] for r in ranges), max(r[kind][1] for r in ranges)] for kind in ranges[0]}
+    return {
+        **first,
+        "model_config": {**payloads[0]["model_config"], "members": [p["model_config"] for p in payloads]},
+        "model": state,
+        "training_range": joined,
+        "train_config": dataclasses.asdict(dataclasses.replace(config, out=str(run_dir))),
+        "ensemble": {
+            "members": len(payloads),
+            "seeds": [p["train_config"]["seed"] for p in payloads],
+            "folds": [p["train_config"]["fold"] for p in payloads] if config.folds else None,
+            "checkpoints": paths,
+        },
+    }
