@@ -13,7 +13,7 @@ from aqa_cli.models.architectures import feature_dim
 from aqa_cli.models.backbones import build_backbone
 from aqa_cli.models.heads import WD_DROPOUT, AQAHead, AQAOutput, EnsembleHead
 from aqa_cli.models.normalization import Normalization
-from aqa_cli.util.errors import AqaError
+from aqa_cli.util.errors import AqaError, unknown_fields
 
 
 @dataclasses.dataclass
@@ -51,11 +51,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if unknown := unknown_fields(cls, data):
             raise AqaError(
-                f"model config has unknown fields {', '.join(unknown)}; it was written by another version "
+                f"model config has unknown fields {unknown}; it was written by another version "
                 "of aqa, so use that version or retrain"
             )
         return cls(**data)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aqa_cli.models.normalization import NORMALIZATIONS
-from aqa_cli.util.errors import AqaError
+from aqa_cli.util.errors import AqaError, unknown_fields
 
 IMAGENET = NORMALIZATIONS["imagenet"]
 KINETICS = NORMALIZATIONS["kinetics400"]
@@ -69,11 +69,9 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        fields = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
+        if unknown := unknown_fields(cls, data):
             raise AqaError(
-                f"recipe record has unknown field(s) {', '.join(unknown)}: it was written by a newer aqa; upgrade aqa"
+                f"recipe record has unknown field(s) {unknown}: it was written by a newer aqa; upgrade aqa"
             )
         values = dict(data)
         values["mean"], values["std"] = tuple(map(float, data["mean"])), tuple(map(float, data["std"]))

@@ -1,5 +1,7 @@
 """The one exception type users see as a single line."""
 
+import dataclasses
+
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
 
 
@@ -23,3 +25,9 @@ class AqaError(Exception):
 class MissingDependency(AqaError, ImportError):
     """An optional package a command needs is not installed: one line for the user, and still an
     ImportError for code that falls back when an import fails."""
+
+
+def unknown_fields(record: type, data: dict) -> str:
+    """The keys of `data` that are no field of the dataclass `record`, comma-separated ("" if none): what a
+    file written by another version of aqa carries that this one cannot rebuild."""
+    return ", ".join(sorted(set(data) - {field.name for field in dataclasses.fields(record)}))
