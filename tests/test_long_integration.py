@@ -317,12 +317,14 @@ def test_experiment_folds_cross_validate_inside_train(long_store: Path, tmp_path
 
 
 def test_folds_partition_the_training_split(long_store: Path) -> None:
-    from aqa_cli.data.splits import labelled_splits
+    from aqa_cli.data.splits import SplitPlan, labelled_splits
     from aqa_cli.stores.feature_store import FeatureStore
 
     with FeatureStore(long_store) as store:
-        plain = labelled_splits(store, "score", 0.0, 0)
-        folds = [labelled_splits(store, "score", 0.3, seed, 3, k) for k in range(3) for seed in (0, 5)]
+        plain = labelled_splits(store, "score", SplitPlan())
+        folds = [
+            labelled_splits(store, "score", SplitPlan(0.3, seed, 3, k)) for k in range(3) for seed in (0, 5)
+        ]
     vals = [set(f["val"]) for f in folds]
     assert vals[0] == vals[1]  # the run's seed does not change the folds
     assert set().union(*vals) == set(plain["train"]) and sum(len(v) for v in vals[::2]) == len(plain["train"])

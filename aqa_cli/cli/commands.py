@@ -82,6 +82,14 @@ ContrastiveOption = Annotated[
         "training exemplars (the checkpoint carries them) and average exemplar + difference. (default: direct)",
     ),
 ]
+ResplitOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Re-draw the store's train/test partition by this seed (>= 1): train and test of the same sizes "
+        "from their union, a partition no one tuned on; recorded, so `aqa eval` uses it. (default: 0, the "
+        "store's split)"
+    ),
+]
 EnsembleOption = Annotated[
     int | None,
     typer.Option(
@@ -537,6 +545,7 @@ def train(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help=f"(default: {shown(TrainConfig, 'seed')})")] = None,
+    resplit: ResplitOption = None,
     device: Annotated[
         str | None,
         typer.Option(help=f"auto, cpu, cuda, cuda:1 ... (default: {shown(TrainConfig, 'device')})"),
@@ -872,6 +881,7 @@ def experiment(
     views: Annotated[
         bool | None, typer.Option("--views/--no-views", help="Extract augmented views too.")
     ] = None,
+    resplit: ResplitOption = None,
     out: Annotated[str | None, typer.Option(help="Output folder. (default: runs/experiment-<time>)")] = None,
     store: Annotated[
         str | None, typer.Option(help=f"Video store. (default: {shown(TrainConfig, 'store')})")

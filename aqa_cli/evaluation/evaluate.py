@@ -13,7 +13,7 @@ import torch
 
 from aqa_cli.checkpoints.io import find_checkpoint, load_checkpoint
 from aqa_cli.checkpoints.restore import load_head, trained_model_from
-from aqa_cli.data.splits import labelled_splits, split_rows
+from aqa_cli.data.splits import SplitPlan, labelled_splits, split_rows
 from aqa_cli.evaluation.metrics import difficulty_baseline, metrics, score_span
 from aqa_cli.evaluation.per_action import per_action_metrics
 from aqa_cli.evaluation.plots import plot_scatter
@@ -79,13 +79,7 @@ def _predict_videos(
     store_path = Path(store) if store is not None else Path(trained.store["path"])
     _check_store_matches(store_path, trained.store)
     train_config = trained.payload.get("train_config", {})
-    rows = split_rows(
-        store_path,
-        train_config.get("val_fraction", 0.0),
-        train_config.get("seed", 0),
-        train_config.get("folds", 0),
-        train_config.get("fold", 0),
-    )[split]
+    rows = split_rows(store_path, SplitPlan.of(train_config))[split]
     if not rows:
         raise AqaError(f"{store_path} has no samples in split {split!r}")
     device = resolve_device(device_name)
@@ -117,14 +111,7 @@ def predict_heads(
                 f"{store_path} holds features of width {opened.feature_dim}, but the heads were trained on "
                 f"{features['feature_dim']}; evaluate on features from the same backbone"
             )
-        rows = labelled_splits(
-            opened,
-            features["target"],
-            train_config.get("val_fraction", 0.0),
-            train_config.get("seed", 0),
-            train_config.get("folds", 0),
-            train_config.get("fold", 0),
-        )[split]
+        rows = labelled_splits(opened, features["target"], SplitPlan.of(train_config))[split]
         span = score_span(opened.scores(features["target"]), store_path, features["target"])
     if not rows:
         raise AqaError(f"{store_path} has no labelled samples in split {split!r}")

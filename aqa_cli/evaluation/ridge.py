@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from aqa_cli.data.splits import FOLD_SEED, labelled_splits
+from aqa_cli.data.splits import FOLD_SEED, SplitPlan, labelled_splits
 from aqa_cli.evaluation.metrics import metrics, score_span
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.util.errors import AqaError
@@ -19,13 +19,16 @@ RIDGE_FOLDS = 5
 videos each, for a smaller training split)."""
 
 
-def ridge_baseline(features: str, target: str, val_fraction: float, seed: int) -> dict[str, float]:
+def ridge_baseline(
+    features: str, target: str, val_fraction: float, seed: int, resplit: int = 0
+) -> dict[str, float]:
     """Test metrics of ridge regression on mean-pooled features (view 0). Its penalty is chosen on the
     validation rows that `val_fraction` and `seed` hold out of train (as the heads' runs do), or, with no
-    validation split, by 5-fold cross-validation inside train, then fitted on all of train."""
+    validation split, by 5-fold cross-validation inside train, then fitted on all of train. `resplit`: the
+    re-drawn partition of `data.splits.SplitPlan`."""
     with FeatureStore(features) as store:
         target = target or store.attributes["default_target"]
-        rows = labelled_splits(store, target, val_fraction, seed)
+        rows = labelled_splits(store, target, SplitPlan(val_fraction, seed, resplit=resplit))
         pooled = np.stack([store.features(row).mean(axis=0) for row in range(len(store))])
         scores, difficulty = store.scores(target), store.column("difficulty")
         span = score_span(scores, store.path, target)

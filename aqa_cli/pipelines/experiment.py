@@ -152,7 +152,9 @@ def _run_grid(grid: ExperimentGrid, out: Path, reporter: ExperimentReporter | No
                 else:
                     features = _features_of(grid, cell, out, features_for, reporter)
                     if agg == RIDGE:
-                        found = ridge_baseline(features, cell.target, train_settings.val_fraction, seed)
+                        found = ridge_baseline(
+                            features, cell.target, train_settings.val_fraction, seed, train_settings.resplit
+                        )
                         result.rho, result.r_l2 = found["rho"], found["r_l2"]
                     else:
                         _train_heads(grid, features, cell.target, agg, seed, out, result)
@@ -174,6 +176,8 @@ def _run_grid(grid: ExperimentGrid, out: Path, reporter: ExperimentReporter | No
             f"aqa experiment ({mode}): {grid.folds}-fold cross-validation inside train, held-out-fold "
             f"Spearman rho, mean ± std over {grid.folds} folds x {grid.seeds} seed(s) (test not used)"
         )
+    if train_settings.resplit:
+        title += f"; train/test re-drawn by --resplit {train_settings.resplit}"
     atomic_write(out / "table.md", markdown_table(summary, aggregations, title, results))
     atomic_write(out / "table.csv", _csv_text(summary))
     plot = plot_experiment(summary, aggregations, title, out / "table.png")

@@ -82,6 +82,7 @@ class TrainConfig:
     ensemble: int = 0  # --features: train this many heads (seeds, or the folds of --folds) as one checkpoint
     folds: int = 0  # k-fold cross-validation inside train (`aqa experiment --folds`): 0 = off
     fold: int = 0  # which fold is this run's validation set
+    resplit: int = 0  # >= 1: train/test re-drawn from the store's train + test by this seed (`data.splits`)
     seed: int = 0
     # hardware
     device: str = "auto"
@@ -263,4 +264,6 @@ def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
         value, least = getattr(config, name), 1 if at_least_one else 0
         if not (math.isfinite(value) and value >= least):
             raise AqaError(f"--{name.replace('_', '-')} must be a finite number >= {least} (got {value})")
+    if config.resplit < 0:
+        raise AqaError(f"--resplit must be a seed >= 1 (0: the store's own split; got {config.resplit})")
     return config

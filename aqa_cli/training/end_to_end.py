@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from aqa_cli.checkpoints.io import RUNS_DIR
 from aqa_cli.data.datasets import StoreClips
 from aqa_cli.data.samplers import EpochTagged, SeededShuffle
-from aqa_cli.data.splits import split_rows
+from aqa_cli.data.splits import SplitPlan, split_rows
 from aqa_cli.data.windows import WindowConfig, check_window
 from aqa_cli.evaluation.metrics import score_span
 from aqa_cli.evaluation.predict import Predictions, predict
@@ -89,7 +89,7 @@ def train_end_to_end(
         model_config = ModelConfig.from_dict(state["model_config"])
     model = build_model(model_config, weights, grad_checkpoint=config.grad_checkpoint)
     window = WindowConfig(config.frames, config.jitter, config.crop, config.flip, config.crop_mode)
-    rows = split_rows(config.store, config.val_fraction, config.seed, config.folds, config.fold)
+    rows = split_rows(config.store, SplitPlan.of(config))
     if not rows["train"]:
         raise AqaError(
             f"{config.store} has no training samples (split 'train'); check the manifest's split column"

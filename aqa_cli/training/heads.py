@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from aqa_cli.checkpoints.io import RUNS_DIR
 from aqa_cli.data.datasets import FeatureBatches, FeatureClips, FeatureTensors, fits_in_memory
 from aqa_cli.data.samplers import EpochTagged, SeededShuffle
-from aqa_cli.data.splits import labelled_splits
+from aqa_cli.data.splits import SplitPlan, labelled_splits
 from aqa_cli.evaluation.metrics import score_span
 from aqa_cli.evaluation.predict import Predictions, predict_features, predict_tensors, run_heads
 from aqa_cli.models.long_heads import gdlt_hardest_triplet_loss, gdlt_triplet_loss
@@ -120,7 +120,7 @@ def train_heads(
     config = dataclasses.replace(config, precision="fp32")  # recorded as run
     with FeatureStore(config.features) as store:
         target = config.target
-        rows = labelled_splits(store, target, config.val_fraction, config.seed, config.folds, config.fold)
+        rows = labelled_splits(store, target, SplitPlan.of(config))
         span = score_span(store.scores(target), store.path, target)
         bank = None
         if config.contrastive:
