@@ -9,6 +9,9 @@ In the frozen modes a ridge regression on mean-pooled features is measured next 
 Every run selects its model on validation (held out from train by `val_fraction`, drawn by the seed) and
 is evaluated on the test split once, at the end. A failed run is recorded with its error and the others
 go on. Rerunning with the same `--out` reuses finished extractions and runs and resumes unfinished ones.
+An ensemble (`ensemble = N` in the train settings) counts as one run: run k trains the members of seeds
+kN .. kN+N-1, so the seeds' ensembles share no member. `resplit` measures every run and the ridge on a
+re-drawn train/test partition.
 
 With `--folds K` the grid is run K times per seed, once per fold of a K-fold split of train (drawn by
 a fixed seed, `data.splits.FOLD_SEED`): each run trains on the other folds, selects on and is measured
@@ -47,7 +50,7 @@ from aqa_cli.models.registry import weights_path
 from aqa_cli.pipelines.options import ExperimentGrid
 from aqa_cli.training.config import (
     TrainConfig,
-    preset_agg,
+    preset_fixed,
     read_toml,
     resolve_config,
     resolve_head_defaults,
@@ -74,8 +77,10 @@ def resolve_grid(config_file: Path | None, options: dict) -> ExperimentGrid:
     if unknown:
         raise AqaError(f"{config_file}: unknown setting(s) {', '.join(unknown)}; see `aqa experiment --help`")
     resolved = resolve_config(None, train)  # mistyped or impossible train settings fail here, before any work
-    if resolved.preset and not values.get("agg"):
-        values["agg"] = [preset_agg(resolved.preset)]  # the preset's head, unless --agg is given
+    fixed = preset_fixed(resolved.preset)
+    if fixed and not values.get("agg"):
+        values["agg"] = [fixed["agg"]]  # the preset's head, unless --agg is given
+    train = {**{name: value for name, value in fixed.items() if name != "agg"}, **train}  # recorded
     for agg in values.get("agg") or ExperimentGrid().agg:
         check_optimisation(resolve_head_defaults(dataclasses.replace(resolved, agg=agg)))
     grid = ExperimentGrid(**{**values, "train": {key: getattr(resolved, key) for key in train}})
@@ -288,11 +293,12 @@ def _train_heads(
     grid: ExperimentGrid, features: str, target: str, agg: str, seed: int, out: Path, result: RunResult
 ) -> None:
     run_dir = _run_dir(out, result.cell, agg, seed, result.fold)
+    members = grid.train.get("ensemble", 0)
     settings = {
         "features": features,
         "target": target,
         "agg": agg,
-        "seed": seed,
+        "seed": seed * members if members >= 2 and not grid.folds else seed,  # disjoint members' seeds
         **_fold_settings(grid, result),
     }
     config = with_target(TrainConfig(**{**grid.train, **settings}))

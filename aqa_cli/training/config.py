@@ -184,15 +184,15 @@ def resolve_head_defaults(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **changes)
 
 
-def preset_agg(preset: str) -> str | None:
-    """The aggregation a preset is made for (None without one)."""
+def preset_fixed(preset: str) -> dict:
+    """The head and run settings a preset sets whatever the target ({} without one)."""
     from aqa_cli.training.presets import PRESETS
 
     if not preset:
-        return None
+        return {}
     if preset not in PRESETS:
         raise AqaError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[preset].agg
+    return PRESETS[preset].fixed()
 
 
 def head_options(config: TrainConfig) -> dict | None:
@@ -247,9 +247,8 @@ def resolve_config(config_file: Path | None, overrides: dict) -> TrainConfig:
     if unknown:
         raise AqaError(f"{config_file}: unknown setting(s) {', '.join(unknown)}; see `aqa train --help`")
     values.update({key: value for key, value in overrides.items() if value is not None})
-    agg = preset_agg(values.get("preset", ""))
-    if agg is not None:
-        values.setdefault("agg", agg)  # the preset's head, unless one is given
+    for name, value in preset_fixed(values.get("preset", "")).items():
+        values.setdefault(name, value)  # the preset's head and run settings, unless given
     config = TrainConfig(**values)
     for field in dataclasses.fields(config):
         value, default = getattr(config, field.name), getattr(TrainConfig, field.name)

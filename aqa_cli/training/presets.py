@@ -27,6 +27,13 @@ class Preset:
     """TrainConfig settings (head-default ones: they fill only what the user left unset)."""
     per_target: dict = field(default_factory=dict)
     """setting -> {target: value, "*": the value for any other target}."""
+    run: dict = field(default_factory=dict)
+    """Settings of the whole run, the same for every target (contrastive, exemplars, ensemble): filled in
+    when the config is read, unless given."""
+
+    def fixed(self) -> dict:
+        """What the preset sets before the target is known: its head and run settings."""
+        return {"agg": self.agg, **self.run}
 
     def values(self, target: str) -> dict:
         """The preset's settings for one target."""
