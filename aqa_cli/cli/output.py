@@ -31,6 +31,22 @@ status_console = Console(stderr=True)
 MAX_LISTED_FAILURES = 20
 
 
+def print_json(value) -> None:
+    """`value` as JSON on stdout; a NaN or infinite number (a rho of constant predictions, a baseline
+    without difficulties) is written as null, which every JSON reader accepts."""
+    print(json.dumps(_finite(value), indent=2, allow_nan=False))
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 @contextmanager
 def sample_progress(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
     """A bar of samples with their rate; yields `advance(last_id, count=1, total=None)` (a total given
@@ -144,7 +160,7 @@ def print_verification(verification: dict) -> None:
 
 def print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
         return
     table = Table(title=f"{summary['path']}  ({_size(summary['size_bytes'])})")
     for column in (
@@ -276,7 +292,7 @@ def print_training_summary(result) -> None:
 
 def print_evaluation(result: dict, as_json: bool = False) -> None:
     if as_json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return
     table = Table(title=f"{result['split']} split of {result['store']} ({result['samples']} videos)")
     table.add_column("metric")
@@ -336,7 +352,7 @@ def print_scores(results: list[dict], as_json: bool) -> None:
     from rich.text import Text
 
     if as_json:
-        print(json.dumps(results, indent=2))
+        print_json(results)
         return
     table = Table(title=f"scores by {results[0]['checkpoint']}" if results else "scores")
     table.add_column("video", overflow="fold")
@@ -469,7 +485,7 @@ def print_import_report(report) -> None:
 
 def print_feature_summary(summary: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
         return
     table = Table(title=f"{summary['path']}  ({_size(summary['size_bytes'])})", show_header=False)
     clips = summary["clips"] or {}
@@ -531,7 +547,7 @@ def print_experiment(outcome: dict) -> None:
 def print_weights(summary: dict, title: str, as_json: bool) -> None:
     """`aqa weights inspect`: what a pretrained checkpoint holds."""
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
         return
     rows = {**summary, "parameters": f"{summary['parameters']:,}"}
     if "normalization" in summary:  # a video ResNet checkpoint
@@ -558,7 +574,7 @@ def registry_rows(records: dict[str, WeightsRecord]) -> list[dict]:
 def print_weights_list(records: dict[str, WeightsRecord], as_json: bool) -> None:
     rows = registry_rows(records)
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     table = Table(title=f"pretrained weights (cache: {cache_dir()})")
     table.add_column("name", no_wrap=True)
@@ -575,7 +591,7 @@ def print_weights_list(records: dict[str, WeightsRecord], as_json: bool) -> None
 def print_recipes(rows: list[dict], as_json: bool) -> None:
     """`aqa recipes list`."""
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     table = Table(title="feature recipes (aqa extract --recipe NAME)")
     for column in ("name", "network", "weights", "frames", "spatial", "clips", "dim"):
