@@ -200,7 +200,7 @@ class _DecoderLayer(nn.Module):
 class GDLTHead(nn.Module):
     """Grade-decoupled Likert scoring on raw clip features (N, K, D) with a padding mask (N, K).
 
-    Projection D -> proj_hidden -> width (ReLU between; LayerNorm after, instead of the paper's BatchNorm,
+    Projection D -> proj_hidden -> width (ReLU between, no dropout; LayerNorm after, instead of the paper's BatchNorm,
     so that padded slots cannot leak through batch statistics), `encoder_layers` transformer encoder
     layers over the clips, `decoder_layers` decoder layers for `queries` learnable grade queries, a
     per-query logit from each query's output, the query weights (`weighting`: "sigmoid" = GDLT's
@@ -229,7 +229,7 @@ class GDLTHead(nn.Module):
             raise AqaError("gdlt needs at least 2 grade queries")
         layers: list[nn.Module] = []
         if proj_hidden:
-            layers += [nn.Linear(feature_dim, proj_hidden), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(feature_dim, proj_hidden), nn.ReLU()]  # no dropout here, as GDLT's code
         layers += [nn.Linear(proj_hidden or feature_dim, width), nn.LayerNorm(width)]
         self.clip_layers = nn.Sequential(*layers)
         self.encoder = nn.ModuleList(

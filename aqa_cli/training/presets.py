@@ -8,8 +8,10 @@ features projected 1024 -> 512 -> 256, 1 encoder and 2 decoder layers, 4 grade q
 divided by a fixed maximum (TES 45, PCS 40); training on random 124-clip runs, evaluation on the whole
 video; SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 32, cosine decay to 1e-4; 320 epochs for TES, 400
 for PCS; MSE plus 0.5 x the hardest-mining triplet term on the query outputs (margin 1, cosine distance, as
-the code computes it). Differences from the code, each an option: LayerNorm instead of BatchNorm after the
-projection (padding must not reach batch statistics), the cosine schedule per step instead of per epoch.
+the code computes it). Differences from the code: LayerNorm instead of BatchNorm after the projection
+(padding must not reach batch statistics), the cosine schedule per step instead of per epoch, dropout on the
+attention outputs but not on the attention weights (the clip weights we report stay a distribution), and
+PyTorch's default initialisation.
 """
 
 from __future__ import annotations
