@@ -104,7 +104,12 @@ def test_a_preset_run_records_its_settings_and_trains(long_store: Path, tmp_path
 def test_every_preset_names_a_known_head_and_known_settings() -> None:
     known = {field for field in TrainConfig.__dataclass_fields__}
     for preset in PRESETS.values():
-        assert set(preset.values("any")) <= known and preset.agg in ("avg", "wd", "attn", "gdlt")
+        assert set(preset.values("any")) | set(preset.run) <= known and preset.agg in (
+            "avg",
+            "wd",
+            "attn",
+            "gdlt",
+        )
 
 
 def test_the_hardest_triplet_term_is_zero_when_queries_are_apart_by_the_margin() -> None:
@@ -122,3 +127,31 @@ def test_an_experiment_with_a_preset_runs_its_head_unless_agg_is_given() -> None
     grid = resolve_grid(None, {"features": "f.h5", "preset": "gdlt-fisv", "epochs": 3})
     assert grid.agg == ["gdlt"] and grid.train == {"preset": "gdlt-fisv", "epochs": 3}
     assert resolve_grid(None, {"features": "f.h5", "preset": "gdlt-fisv", "agg": ["attn"]}).agg == ["attn"]
+
+
+def test_a_preset_sets_run_settings_unless_they_are_given() -> None:
+    from aqa_cli.pipelines.experiment import resolve_grid
+
+    config = resolve_config(None, {"preset": "attn-contrastive-ensemble"})
+    assert (config.agg, config.contrastive, config.exemplars, config.ensemble) == ("attn", True, 10, 3)
+    given = resolve_config(None, {"preset": "attn-contrastive-ensemble", "contrastive": False, "ensemble": 2})
+    assert (given.contrastive, given.exemplars, given.ensemble) == (False, 10, 2)
+    grid = resolve_grid(None, {"features": "f.h5", "preset": "attn-contrastive-ensemble", "ensemble": 5})
+    assert grid.agg == ["attn"]
+    assert grid.train == {
+        "preset": "attn-contrastive-ensemble",
+        "contrastive": True,
+        "exemplars": 10,
+        "ensemble": 5,
+    }
+
+
+def test_the_ensembles_of_an_experiment_share_no_member(long_store: Path, tmp_path: Path, aqa) -> None:  # noqa: F811
+    out = tmp_path / "grid"
+    args = ["--features", long_store, "--agg", "attn", "--ensemble", "2", "--seeds", "2", "--epochs", "1"]
+    aqa("experiment", *args, "--device", "cpu", "--out", out, check=0)
+    members = {
+        run.name: sorted(path.name for path in (run / "members").iterdir())
+        for run in (out / "runs").iterdir()
+    }
+    assert sorted(members.values()) == [["seed0", "seed1"], ["seed2", "seed3"]]

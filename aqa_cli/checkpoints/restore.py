@@ -65,7 +65,8 @@ def model_from_head_checkpoint(payload: dict, path: Path) -> TrainedModel:
     if payload.get("backbone") is None:
         raise AqaError(
             f"{path} holds heads trained on imported features ({payload['features']['path']}), with no "
-            f"backbone to turn videos into features; evaluate it with `aqa eval --checkpoint {path}`"
+            f"backbone to turn videos into features; evaluate it with `aqa eval --checkpoint {path}`, or score "
+            "clip features of a new video with `aqa score FEATURES.npy`"
         )
     config = ModelConfig.from_dict(payload["model_config"])
     model = AQAModel(

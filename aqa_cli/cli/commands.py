@@ -1008,7 +1008,11 @@ def evaluate(
 )
 def score(
     videos: Annotated[
-        list[Path], typer.Argument(help="Videos in any format FFmpeg reads, or folders of frame images.")
+        list[Path],
+        typer.Argument(
+            help="Videos in any format FFmpeg reads, or folders of frame images; or, for heads trained with "
+            "`aqa train --features`, .npy files of (clips, dim) clip features of the same backbone."
+        ),
     ],
     difficulty: Annotated[
         list[float] | None,

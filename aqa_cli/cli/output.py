@@ -374,7 +374,9 @@ def print_scores(results: list[dict], as_json: bool) -> None:
         )
     console.print(table)
     if any("start" not in result["clips"][0] for result in scored):
-        console.print("clip weights: one per clip of the model's window, in time order (they sum to 1)")
+        console.print(
+            "clip weights: one per clip of the model's window (or of the features), in time order (they sum to 1)"
+        )
     if any("start" in result["clips"][0] for result in scored):
         console.print(
             f"clip weights: the {TOP_CLIPS} most weighted clips of the whole video (all with --json)"

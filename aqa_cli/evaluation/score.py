@@ -42,8 +42,10 @@ from aqa_cli.evaluation.score_common import (
     difficulty_per_video,
     explanation_paths,
     failure_entry,
+    member_spread,
     score_fields,
 )
+from aqa_cli.evaluation.score_features import is_feature_file, score_feature_files
 from aqa_cli.evaluation.score_recipe import score_with_recipe
 from aqa_cli.media.clips import ClipShape, decode_clip
 from aqa_cli.models.normalization import model_input
@@ -69,10 +71,18 @@ def score_videos(
     (weight-decider or uniform), clips (window_frames, source_frames, weight each) and explanation (the
     PNG, with `explain`); or path, checkpoint and `error` (one line) for a video that cannot be read.
     Heads trained on a recipe's features score videos of any length instead (`score_recipe`: per clip
-    start, end and weight; `explain` draws a timeline), calling `progress(video, clips, total)`."""
+    start, end and weight; `explain` draws a timeline), calling `progress(video, clips, total)`; heads
+    trained on features score .npy files of clip features (`score_features`)."""
     per_video = difficulty_per_video(difficulties, len(videos))
     path = find_checkpoint(run, checkpoint)
     payload = load_checkpoint(path)
+    feature_files = [is_feature_file(video) for video in videos]
+    if any(feature_files):  # clip features already extracted: the heads alone
+        if not all(feature_files):
+            raise AqaError("give either videos or .npy files of clip features to score, not both at once")
+        if explain is not None:
+            raise AqaError("--explain draws a video's frames; .npy clip features have none: drop --explain")
+        return score_feature_files(videos, per_video, payload, path, device)
     if payload.get("extraction") is not None:  # heads on a recipe's features: any length, timed clips
         paths = explanation_paths(explain, videos)
         return score_with_recipe(videos, per_video, payload, path, device, paths, progress)
@@ -127,14 +137,11 @@ def _score_clip(
         weights, kind = output.clip_weights[0].float().cpu().numpy(), PER_CLIP[model.head.agg]
     else:
         weights, kind = output.clip_weights[0].float().mean(dim=-1).cpu().numpy(), WEIGHT_DECIDER
-    spread = {}
-    if output.spread is not None:  # an ensemble: the std of its members' scores
-        spread = {"member_spread": float(output.spread[0])}
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
     return {
         **score_fields(trained.payload, trained.path, quality, difficulty, model.head.use_difficulty),
         "precision": run_as.precision,
-        **spread,
+        **member_spread(output),
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],
         "weights": kind,
         "clips": [

@@ -1,10 +1,14 @@
 """What every `aqa score` result shares, whichever model made it: the difficulty per video, the PNG
-paths of `--explain`, the score rule and training range, and the entry of a video that failed."""
+paths of `--explain`, the score rule and training range, the clip weights of heads, an ensemble's member
+spread, and the entry of a video that failed."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from aqa_cli.util.errors import AqaError
 
@@ -83,3 +87,25 @@ def outside_range(value: float, recorded: list[float] | None, of: str) -> dict |
 
 def failure_entry(video: Path, checkpoint: Path, reason: str) -> dict:
     return {"path": str(video), "checkpoint": str(checkpoint), "error": " ".join(reason.split())}
+
+
+def clip_weights(weights: torch.Tensor | None, clips: int) -> tuple[np.ndarray, str]:
+    """One weight per clip of a heads' output for one video, and their kind."""
+    if weights is None:
+        return np.full(clips, 1 / clips), "uniform"
+    if weights.dim() == 2:
+        return weights[0].float().cpu().numpy(), "per clip"
+    return weights[0].float().mean(dim=-1).cpu().numpy(), "weight-decider"  # averaged over channels
+
+
+def member_spread(output) -> dict:
+    """{"member_spread": the std of an ensemble's members' scores} for one video; {} for one model."""
+    if output.spread is None:
+        return {}
+    return {"member_spread": float(output.spread[0])}
+
+
+def difficulty_tensor(difficulty: float | None, device) -> torch.Tensor:
+    """A heads' difficulty input for one video: NaN when not given (a contrastive head then compares with
+    exemplars of any difficulty)."""
+    return torch.tensor([np.nan if difficulty is None else difficulty], dtype=torch.float32, device=device)

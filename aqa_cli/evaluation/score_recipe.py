@@ -13,7 +13,13 @@ import torch
 
 from aqa_cli.checkpoints.restore import load_head
 from aqa_cli.evaluation.plots import plot_timeline
-from aqa_cli.evaluation.score_common import failure_entry, score_fields
+from aqa_cli.evaluation.score_common import (
+    clip_weights,
+    difficulty_tensor,
+    failure_entry,
+    member_spread,
+    score_fields,
+)
 from aqa_cli.media.decoder import VideoDecoder
 from aqa_cli.media.sources.base import Sample
 from aqa_cli.models.recipes import Recipe, clip_starts, rebuild_feature_network, select_frames
@@ -73,8 +79,8 @@ def score_with_recipe(
         done += len(found.features)
         stored = found.features.astype(extraction["dtype"]).astype(np.float32)  # as the store held them
         with torch.inference_mode():
-            output = head(torch.from_numpy(stored)[None].to(target), _difficulty(difficulty, target))
-        weights = _clip_weights(output.clip_weights, len(stored))
+            output = head(torch.from_numpy(stored)[None].to(target), difficulty_tensor(difficulty, target))
+        weights = clip_weights(output.clip_weights, len(stored))
         result = {
             "path": str(video),
             "frames": found.frames,
@@ -82,6 +88,7 @@ def score_with_recipe(
             "fps": found.fps,
             "recipe": recipe.name,
             **score_fields(payload, path, float(output.quality[0]), difficulty, head.use_difficulty),
+            **member_spread(output),
             "weights": weights[1],
             "clips": [
                 {"clip": k, "start": float(start), "end": float(end), "weight": float(weight)}
@@ -94,18 +101,6 @@ def score_with_recipe(
             result["explanation"] = str(_timeline(video, recipe, found, result, png))
         results.append(result)
     return results
-
-
-def _difficulty(difficulty: float | None, device) -> torch.Tensor:
-    return torch.tensor([np.nan if difficulty is None else difficulty], dtype=torch.float32, device=device)
-
-
-def _clip_weights(clip_weights: torch.Tensor | None, clips: int) -> tuple[np.ndarray, str]:
-    if clip_weights is None:
-        return np.full(clips, 1 / clips), "uniform"
-    if clip_weights.dim() == 2:
-        return clip_weights[0].float().cpu().numpy(), "per clip"
-    return clip_weights[0].float().mean(dim=-1).cpu().numpy(), "weight-decider"  # averaged over channels
 
 
 def _timeline(video: Path, recipe: Recipe, found: VideoFeatures, result: dict, png: Path) -> Path:

@@ -73,5 +73,11 @@ PRESETS = {
             "label_scale": {"TES": 45.0, "PCS": 40.0, ANY_TARGET: 0.0},
         },
     ),
+    "attn-contrastive-ensemble": Preset(
+        agg="attn",
+        description="three attn heads (issue 12's cross-validated defaults) as contrastive regression against 10 "
+        "training exemplars, averaged as one checkpoint",
+        run={"contrastive": True, "exemplars": 10, "ensemble": 3},
+    ),
 }
 """Every preset by name (`aqa train --help` lists them)."""
