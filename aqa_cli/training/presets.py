@@ -73,6 +73,11 @@ PRESETS = {
             "label_scale": {"TES": 45.0, "PCS": 40.0, ANY_TARGET: 0.0},
         },
     ),
+    "attn-ensemble": Preset(
+        agg="attn",
+        description="three attn heads (issue 12's cross-validated defaults) averaged as one checkpoint",
+        run={"ensemble": 3},
+    ),
     "attn-contrastive-ensemble": Preset(
         agg="attn",
         description="three attn heads (issue 12's cross-validated defaults) as contrastive regression against 10 "
