@@ -6,20 +6,25 @@ checkpoints without actions work as before."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from aqa_cli.checkpoints.io import LAST, load_checkpoint
 from aqa_cli.checkpoints.restore import load_head
+from aqa_cli.cli.commands import app
 from aqa_cli.evaluation.evaluate import evaluate_checkpoint
 from aqa_cli.evaluation.predict import predict_features
 from aqa_cli.pipelines.import_features import import_features
 from aqa_cli.stores.feature_store import FeatureStore, summarize_features
+from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.training.dispatch import train
+from tests.dataset_trees import needs_aqa7
 from tests.test_long_integration import feature_config, write_long_layout
 
 ACTIONS = ("207C", "109B", "5253B")
@@ -196,3 +201,99 @@ def test_score_takes_one_action_for_all_or_one_per_video(aqa, tmp_path: Path) ->
     refused = aqa("score", *videos, "--action", "207C", "--action", "109B", "--action", "5253B", check=2)
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "3 --action values for 2 videos" in lines[0], refused.stderr
+
+
+@needs_aqa7
+def test_an_extract_from_an_aqa7_video_store_carries_its_actions(tmp_path: Path) -> None:
+    """A video store of four AQA-7 samples (two actions) -> `aqa extract` (frozen backbone)."""
+    from aqa_cli.pipelines.extract import extract_features
+    from aqa_cli.pipelines.options import ExtractOptions, PreprocessOptions
+    from aqa_cli.pipelines.preprocess import run_preprocess
+    from tests.test_aqa7 import SAMPLE_FRAMES, build, chosen
+
+    samples = chosen()[:4]  # diving and gym_vault, one train and one test sample each
+    root = build(tmp_path / "aqa7", False, samples)
+    videos = tmp_path / "aqa7.h5"
+    run_preprocess(root, videos, PreprocessOptions(frames=SAMPLE_FRAMES, workers=1))  # the others: missing
+    expected = [action for action, _ in samples]
+    with VideoStore(videos) as store:
+        assert store.column("action").tolist() == expected
+    options = ExtractOptions(str(videos), str(tmp_path / "frozen.h5"), depth=10, conv="3d", clip=4, frames=8)
+    extract_features(dataclasses.replace(options, crop=64, device="cpu", workers=0))
+    with FeatureStore(tmp_path / "frozen.h5") as store:
+        assert store.column("action").tolist() == expected
+        assert [sample.split("/")[0] for sample in store.column("id")] == expected
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    """Eight short synthetic videos (six train, two test) in a manifest with an action column."""
+    from aqa_cli.media.synth import write_synthetic_dataset
+
+    path = write_synthetic_dataset(tmp_path_factory.mktemp("videos"), n_videos=8, n_frames=16, seed=0)
+    lines = path.read_text().splitlines()
+    path.write_text(
+        "\n".join([lines[0] + ",action"] + [f"{line},{ACTIONS[i % 2]}" for i, line in enumerate(lines[1:])])
+        + "\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def recipe_store(manifest: Path, tmp_path_factory) -> Path:
+    """`aqa extract MANIFEST --recipe` in two shards, merged as `aqa features merge` does."""
+    from aqa_cli.pipelines.options import StreamExtractOptions
+    from aqa_cli.pipelines.stream_extract import extract_from_videos
+    from aqa_cli.stores.merge import merge_feature_stores
+
+    out = tmp_path_factory.mktemp("recipe")
+    shards = [out / f"shard{k}.h5" for k in range(2)]
+    for k, shard in enumerate(shards):
+        options = StreamExtractOptions(
+            str(manifest), "tiny-test", clip=4, out=str(shard), shard=f"{k}/2", batch_size=32, workers=1
+        )
+        assert not extract_from_videos(options).failed
+    merge_feature_stores(shards, out / "merged.h5")
+    return out / "merged.h5"
+
+
+def test_a_recipe_extract_and_its_merge_carry_the_manifest_actions(recipe_store: Path) -> None:
+    expected = [ACTIONS[i % 2] for i in range(8)]
+    with FeatureStore(recipe_store) as store:
+        assert store.column("action").tolist() == expected
+        assert store.column("id").tolist() == [f"dive_{i:03d}" for i in range(8)]
+    for k in range(2):  # each shard has its own share of the actions
+        with FeatureStore(recipe_store.with_name(f"shard{k}.h5")) as store:
+            assert store.column("action").tolist() == expected[k::2]
+    shown = CliRunner().invoke(app, ["features", "info", str(recipe_store)], env={"COLUMNS": "200"})
+    text = " ".join(shown.output.split())
+    assert "actions │ 2: 109B 4, 207C 4" in text
+
+
+def test_score_matches_a_raw_video_by_the_given_action(
+    manifest: Path, recipe_store: Path, tmp_path: Path
+) -> None:
+    """A contrastive head on the recipe's features scores a raw video with `--action` by that action's
+    exemplars: the same as the head on the video's stored features with that action."""
+    from aqa_cli.evaluation.score import score_videos
+
+    train(feature_config(recipe_store, tmp_path, "avg", **{**SETTINGS, "exemplars": 1}))
+    checkpoint = tmp_path / LAST
+    head = load_head(load_checkpoint(checkpoint), checkpoint).eval()
+    assert head.exemplar_actions == sorted(ACTIONS[:2])
+    video = manifest.parent / "dive_007.mp4"  # a test video
+    with FeatureStore(recipe_store) as store:
+        features = torch.from_numpy(store.features(7))[None]
+        difficulty = torch.from_numpy(store.column("difficulty")[7:8]).float()
+    for action in ACTIONS[:2]:
+        [scored] = score_videos(
+            [video], [float(difficulty)], checkpoint=checkpoint, device="cpu", actions=[action]
+        )
+        with torch.no_grad():
+            expected = head(features, difficulty, None, [action]).quality
+        assert scored["action"] == action
+        assert scored["quality"] == pytest.approx(float(expected), rel=1e-5)
+    [plain] = score_videos([video], [float(difficulty)], checkpoint=checkpoint, device="cpu")
+    with torch.no_grad():
+        assert plain["quality"] == pytest.approx(float(head(features, difficulty).quality), rel=1e-5)
+    assert plain["action"] is None
