@@ -101,7 +101,9 @@ ExemplarsOption = Annotated[
     int | None,
     typer.Option(
         help="With --contrastive: exemplars per video, from the training split only: of the video's "
-        f"difficulty where the store has difficulties, else drawn by the seed. (default: {TrainConfig.exemplars})"
+        "action (the store's action column: AQA-7's action, FineDiving's dive number) where every training "
+        "video has one, else of its difficulty where the store has difficulties, else drawn by the seed. "
+        f"(default: {TrainConfig.exemplars})"
     ),
 ]
 
@@ -1021,6 +1023,14 @@ def score(
             "Without it the score is the predicted quality."
         ),
     ] = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Action or dive number (e.g. diving, 207C): once for all videos, or once per video in "
+            "order. A contrastive model compares each video with training exemplars of its action; "
+            "without it, of its difficulty, else its seeded fallback exemplars."
+        ),
+    ] = None,
     run: Annotated[Path | None, typer.Option(help="Run directory (default: the latest under runs/).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file (instead of --run).")] = None,
     json_out: Annotated[
@@ -1046,7 +1056,9 @@ def score(
     from aqa_cli.evaluation.score import score_videos
 
     with sample_progress("score") as advance:  # on stderr; shown only for long videos (recipe heads)
-        results = score_videos(videos, difficulty or [], run, checkpoint, device, explain, advance, precision)
+        results = score_videos(
+            videos, difficulty or [], run, checkpoint, device, explain, advance, precision, action or []
+        )
     print_scores(results, as_json=json_out)
     if any("error" in result for result in results):
         raise typer.Exit(1)

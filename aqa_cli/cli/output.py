@@ -191,11 +191,10 @@ def print_summary(summary: dict, as_json: bool) -> None:
         f"written by aqa {summary['tool_version']} on {summary['created']}"
     )
     console.print(f"source: {summary['source']}", highlight=False)
-    actions = summary.get("actions") or {}
-    if actions:
-        listed = ", ".join(f"{action} {count}" for action, count in list(actions.items())[:MAX_ACTION_ROWS])
-        more = f" and {len(actions) - MAX_ACTION_ROWS} more" if len(actions) > MAX_ACTION_ROWS else ""
-        console.print(f"{len(actions)} actions: {listed}{more}", highlight=False)
+    if summary.get("actions"):
+        console.print(
+            f"{len(summary['actions'])} actions: {_actions_listed(summary['actions'])}", highlight=False
+        )
     for notice in summary.get("notices", ()):
         console.print(f"[yellow]notice[/yellow] {notice}", markup=True, highlight=False)
     if summary["failed"] or summary["frames_lost"]:
@@ -485,6 +484,12 @@ def print_import_report(report) -> None:
     console.print(f"train the heads with: aqa train --features {report.out} --target COLUMN", highlight=False)
 
 
+def _actions_listed(actions: dict[str, int]) -> str:
+    """Samples per action, the first MAX_ACTION_ROWS of them."""
+    listed = ", ".join(f"{action} {count}" for action, count in list(actions.items())[:MAX_ACTION_ROWS])
+    return listed + (f" and {len(actions) - MAX_ACTION_ROWS} more" if len(actions) > MAX_ACTION_ROWS else "")
+
+
 def print_feature_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         print_json(summary)
@@ -498,6 +503,8 @@ def print_feature_summary(summary: dict, as_json: bool) -> None:
         "score columns": f"{', '.join(summary['score_columns'])} (default {summary['default_target']})",
         "source": summary["source"],
     }
+    if summary["actions"]:
+        rows["actions"] = f"{len(summary['actions'])}: {_actions_listed(summary['actions'])}"
     if summary["backbone"]:
         backbone = summary["backbone"]
         rows["backbone"] = f"{backbone['summary']}, normalization {backbone['normalization']['name']}"

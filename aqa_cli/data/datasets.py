@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aqa_cli.data.windows import View, WindowConfig, centred_window, check_window, select_window
-from aqa_cli.stores.feature_store import FeatureStore
+from aqa_cli.stores.feature_store import ACTION, FeatureStore
 from aqa_cli.stores.video_store import VideoStore
 from aqa_cli.util.errors import AqaError
 
@@ -65,7 +65,8 @@ class EpochRows(Dataset):
 
 
 class StoreClips(EpochRows):
-    """Rows of a store as dicts: `video` uint8 (3, frames, crop, crop), `score`, `difficulty`, `row`.
+    """Rows of a store as dicts: `video` uint8 (3, frames, crop, crop), `score`, `difficulty`, `action`
+    ("" where unknown), `row`.
 
     The HDF5 file is opened lazily in each process (h5py handles must not cross a fork).
     """
@@ -87,6 +88,7 @@ class StoreClips(EpochRows):
             config = store.config
             self.scores = store.column("score").astype(np.float32)
             self.difficulties = store.column("difficulty").astype(np.float32)
+            self.actions = store.column("action")
         self.window = check_window(window, config.frames, config.height, config.width, store_path)
         self._store: VideoStore | None = None
 
@@ -102,13 +104,15 @@ class StoreClips(EpochRows):
             "video": torch.from_numpy(video),
             "score": torch.tensor(self.scores[row]),
             "difficulty": torch.tensor(self.difficulties[row]),
+            "action": str(self.actions[row]),
             "row": row,
         }
 
 
 class FeatureClips(EpochRows):
     """Rows of a feature store as dicts: `features` float32 (max clips, dim) of one view, zero-padded,
-    `clips` (how many are real), `score` (the target column), `difficulty`, `row`."""
+    `clips` (how many are real), `score` (the target column), `difficulty`, `action` ("" where unknown),
+    `row`."""
 
     def __init__(
         self, store_path, rows: list[int], target: str, train: bool, seed: int = 0, clip_crop: int = 0
@@ -119,6 +123,7 @@ class FeatureClips(EpochRows):
         with FeatureStore(store_path) as store:
             self.scores = store.scores(target).astype(np.float32)
             self.difficulties = store.column("difficulty").astype(np.float32)
+            self.actions = store.column(ACTION)
             self.clips = store.column("clips")
             self.views = store.view_count
         self._store: FeatureStore | None = None
@@ -138,6 +143,7 @@ class FeatureClips(EpochRows):
             "clips": count,
             "score": torch.tensor(self.scores[row]),
             "difficulty": torch.tensor(self.difficulties[row]),
+            "action": str(self.actions[row]),
             "row": row,
         }
 
@@ -167,6 +173,7 @@ class FeatureTensors:
                 ) from None
             self.scores = store.scores(target).astype(np.float32)
             self.difficulties = store.column("difficulty").astype(np.float32)
+            self.actions = store.column(ACTION)
             self.clips = store.column("clips").astype(np.int64)
             self.views = store.view_count
         self.features = torch.from_numpy(features).to(device=device, dtype=torch.float32)  # (R, V, K, D)
@@ -183,6 +190,7 @@ class FeatureTensors:
             "clips": torch.tensor(list(counts)),
             "score": torch.from_numpy(self.scores[list(rows)]),
             "difficulty": torch.from_numpy(self.difficulties[list(rows)]),
+            "action": [str(self.actions[row]) for row in rows],
             "row": torch.tensor(list(rows)),
         }
 

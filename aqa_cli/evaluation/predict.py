@@ -52,7 +52,7 @@ def predict(
     def forward(batch: dict) -> AQAOutput:
         video = model_input(batch["video"], model.backbone.normalization, device)
         with autocast(device, precision):
-            return model(video, batch["difficulty"].to(device))
+            return model(video, batch["difficulty"].to(device), actions=batch["action"])
 
     with VideoStore(store_path) as store:
         ids = store.column("id")[rows]
@@ -124,9 +124,10 @@ def predict_tensors(head: AQAHead, data: FeatureTensors, rows: list[int], ids: n
 
 
 def run_heads(head: AQAHead, batch: dict, device: torch.device) -> AQAOutput:
-    """The heads on a padded batch, cut to its longest video, with the mask of real clips."""
+    """The heads on a padded batch, cut to its longest video, with the mask of real clips (and its
+    samples' actions, which a contrastive head matches exemplars by)."""
     features, mask = batch_inputs(batch, device)
-    return head(features, batch["difficulty"].to(device), mask)
+    return head(features, batch["difficulty"].to(device), mask, batch["action"])
 
 
 def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

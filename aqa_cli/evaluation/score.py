@@ -14,6 +14,8 @@ How a video of any length becomes the model's input (stated in `aqa score --help
    The regressor and the difficulty product stay fp32 (see `models.heads`).
 
 Difficulty: none given -> the score is the quality; one value -> every video; else one per video.
+Action (AQA-7's action, FineDiving's dive number), given the same way: a contrastive head compares the
+video with its bank's exemplars of that action (else of its difficulty, else its fallback exemplars).
 A clip's weight is the Weight-Decider's weight averaged over its 128 channels (each channel's weights
 sum to 1 over the clips, so these do too); an `attn` or `gdlt` model gives one weight per clip directly
 (its attention pooling, or its grade queries' cross-attention averaged over queries and heads); an `avg`
@@ -39,6 +41,7 @@ from aqa_cli.data.windows import check_window, select_window
 from aqa_cli.evaluation.plots import plot_clip_explanation
 from aqa_cli.evaluation.score_common import (
     TIMES_DIFFICULTY,
+    action_per_video,
     difficulty_per_video,
     explanation_paths,
     failure_entry,
@@ -65,6 +68,7 @@ def score_videos(
     explain: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     precision: str = "auto",
+    actions: list[str] | None = None,
 ) -> list[dict]:
     """One JSON-able dict per video, in order: path, frames_sampled (T), frames_lost, checkpoint, quality,
     difficulty, score, score_rule, source_frames ([first, last) of the window in the video), weights
@@ -72,8 +76,10 @@ def score_videos(
     PNG, with `explain`); or path, checkpoint and `error` (one line) for a video that cannot be read.
     Heads trained on a recipe's features score videos of any length instead (`score_recipe`: per clip
     start, end and weight; `explain` draws a timeline), calling `progress(video, clips, total)`; heads
-    trained on features score .npy files of clip features (`score_features`)."""
+    trained on features score .npy files of clip features (`score_features`). `actions`: none, one for all
+    or one per video (see the module docstring)."""
     per_video = difficulty_per_video(difficulties, len(videos))
+    action_of = action_per_video(actions or [], len(videos))
     path = find_checkpoint(run, checkpoint)
     payload = load_checkpoint(path)
     feature_files = [is_feature_file(video) for video in videos]
@@ -82,10 +88,10 @@ def score_videos(
             raise AqaError("give either videos or .npy files of clip features to score, not both at once")
         if explain is not None:
             raise AqaError("--explain draws a video's frames; .npy clip features have none: drop --explain")
-        return score_feature_files(videos, per_video, payload, path, device)
+        return score_feature_files(videos, per_video, action_of, payload, path, device)
     if payload.get("extraction") is not None:  # heads on a recipe's features: any length, timed clips
         paths = explanation_paths(explain, videos)
-        return score_with_recipe(videos, per_video, payload, path, device, paths, progress)
+        return score_with_recipe(videos, per_video, action_of, payload, path, device, paths, progress)
     trained = trained_model_from(payload, path)
     store = trained.store
     shape = ClipShape(store["frames"], store["width"], store["height"])
@@ -93,7 +99,9 @@ def score_videos(
     run_as = inference(device, precision)
     run_as.prepare(trained.model)
     results = []
-    for video, difficulty, png in zip(videos, per_video, explanation_paths(explain, videos), strict=True):
+    for video, difficulty, action, png in zip(
+        videos, per_video, action_of, explanation_paths(explain, videos), strict=True
+    ):
         try:
             frames, indices, meta = decode_clip(video, shape, store["fit"])
         except AqaError as exc:
@@ -111,7 +119,7 @@ def score_videos(
             "path": str(video),
             "frames_sampled": len(indices),
             "frames_lost": int(meta["frames_lost"]),
-            **_score_clip(trained, clip, indices, difficulty, run_as),
+            **_score_clip(trained, clip, indices, difficulty, action, run_as),
         }
         if png is not None:
             result["explanation"] = str(_explain(clip, result, trained.model.clip_len, png))
@@ -120,7 +128,12 @@ def score_videos(
 
 
 def _score_clip(
-    trained: TrainedModel, clip: np.ndarray, indices: np.ndarray, difficulty: float | None, run_as: Inference
+    trained: TrainedModel,
+    clip: np.ndarray,
+    indices: np.ndarray,
+    difficulty: float | None,
+    action: str,
+    run_as: Inference,
 ) -> dict:
     """Quality, score and per-clip weights of one (3, frames, crop, crop) uint8 window."""
     model = trained.model
@@ -128,7 +141,7 @@ def _score_clip(
     with torch.inference_mode(), run_as.autocast():
         video = model_input(frames, model.backbone.normalization, run_as.device, run_as.channels_last)
         given = None if difficulty is None else torch.tensor([difficulty], device=run_as.device)
-        output = model(video, given)  # a contrastive head picks its exemplars by the difficulty
+        output = model(video, given, actions=[action])  # a contrastive head's exemplars: by these
     quality = float(output.quality[0])
     if output.clip_weights is None:
         clip_count = clip.shape[1] // model.clip_len
@@ -139,7 +152,7 @@ def _score_clip(
         weights, kind = output.clip_weights[0].float().mean(dim=-1).cpu().numpy(), WEIGHT_DECIDER
     window_start = len(indices) - clip.shape[1]  # the window is the last frames of the stored ones
     return {
-        **score_fields(trained.payload, trained.path, quality, difficulty, model.head.use_difficulty),
+        **score_fields(trained.payload, trained.path, quality, difficulty, model.head.use_difficulty, action),
         "precision": run_as.precision,
         **member_spread(output),
         "source_frames": [int(indices[window_start]), int(indices[-1]) + 1],

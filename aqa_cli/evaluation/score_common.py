@@ -20,15 +20,27 @@ def difficulty_per_video(difficulties: list[float], count: int) -> list[float | 
     for value in difficulties:
         if not (math.isfinite(value) and value > 0):
             raise AqaError(f"--difficulty {value} is not a positive number (a dive's degree of difficulty)")
-    if not difficulties:
+    return _per_video(difficulties, count, "--difficulty")
+
+
+def action_per_video(actions: list[str], count: int) -> list[str]:
+    """Each video's action or dive number (what a contrastive head matches exemplars by): "" (unknown)
+    for every video, one value for all, or one per video."""
+    for value in actions:
+        if not value.strip():
+            raise AqaError("--action is empty: give an action name or dive number (e.g. diving, 207C)")
+    return [value or "" for value in _per_video(actions, count, "--action")]
+
+
+def _per_video(values: list, count: int, option: str) -> list:
+    """None for every video, one value for all, or one per video; another count is an error."""
+    if not values:
         return [None] * count
-    if len(difficulties) == 1:
-        return difficulties * count
-    if len(difficulties) != count:
-        raise AqaError(
-            f"{len(difficulties)} --difficulty values for {count} videos: give one for all or one per video"
-        )
-    return list(difficulties)
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise AqaError(f"{len(values)} {option} values for {count} videos: give one for all or one per video")
+    return list(values)
 
 
 def explanation_paths(explain: Path | None, videos: list[Path]) -> list[Path | None]:
@@ -48,9 +60,10 @@ def explanation_paths(explain: Path | None, videos: list[Path]) -> list[Path | N
 
 
 def score_fields(
-    payload: dict, path: Path, quality: float, difficulty: float | None, use_difficulty: bool
+    payload: dict, path: Path, quality: float, difficulty: float | None, use_difficulty: bool, action: str
 ) -> dict:
-    """checkpoint, quality, difficulty, score, score_rule and outside_training_range of one video."""
+    """checkpoint, quality, difficulty, action (null when not given), score, score_rule and
+    outside_training_range of one video."""
     if not use_difficulty:
         score, rule = quality, "quality (this model predicts the final score; difficulty not used)"
         difficulty = None
@@ -67,6 +80,7 @@ def score_fields(
         "checkpoint": str(path),
         "quality": quality,
         "difficulty": difficulty,
+        "action": action or None,
         "score": score,
         "score_rule": rule,
         "outside_training_range": outside,

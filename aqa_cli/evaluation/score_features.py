@@ -29,7 +29,12 @@ def is_feature_file(path: Path) -> bool:
 
 
 def score_feature_files(
-    files: list[Path], difficulties: list[float | None], payload: dict, path: Path, device: str
+    files: list[Path],
+    difficulties: list[float | None],
+    actions: list[str],
+    payload: dict,
+    path: Path,
+    device: str,
 ) -> list[dict]:
     """One result per file: path, clips, the score fields, member_spread (ensembles), weights (their kind)
     and clips (clip, weight); or an `error` entry for a file that is not such an array."""
@@ -42,20 +47,26 @@ def score_feature_files(
     target = resolve_device(device)
     head = load_head(payload, path).to(target).eval()
     results = []
-    for file, difficulty in zip(files, difficulties, strict=True):
+    for file, difficulty, action in zip(files, difficulties, actions, strict=True):
         try:
             features = _read_features(file, width)
         except AqaError as exc:
             results.append(failure_entry(file, path, str(exc)))
             continue
         with torch.inference_mode():
-            output = head(torch.from_numpy(features)[None].to(target), difficulty_tensor(difficulty, target))
+            output = head(
+                torch.from_numpy(features)[None].to(target),
+                difficulty_tensor(difficulty, target),
+                actions=[action],
+            )
         weights, kind = clip_weights(output.clip_weights, len(features))
         results.append(
             {
                 "path": str(file),
                 "clips_given": len(features),
-                **score_fields(payload, path, float(output.quality[0]), difficulty, head.use_difficulty),
+                **score_fields(
+                    payload, path, float(output.quality[0]), difficulty, head.use_difficulty, action
+                ),
                 **member_spread(output),
                 "weights": kind,
                 "clips": [{"clip": k, "weight": float(weight)} for k, weight in enumerate(weights)],

@@ -34,6 +34,7 @@ THUMBNAIL_WIDTH = 160
 def score_with_recipe(
     videos: list[Path],
     difficulties: list[float | None],
+    actions: list[str],
     payload: dict,
     path: Path,
     device: str,
@@ -50,7 +51,7 @@ def score_with_recipe(
     head = load_head(payload, path).to(target)
     results = []
     done = 0  # clips of the videos before this one, for `progress(video, clips, total so far)`
-    for video, difficulty, png in zip(videos, difficulties, explain, strict=True):
+    for video, difficulty, action, png in zip(videos, difficulties, actions, explain, strict=True):
         sample = Sample(id=video.stem, source=str(video))
 
         def advance(clips: int, total: int, name: str = video.name, before: int = done) -> None:
@@ -79,7 +80,11 @@ def score_with_recipe(
         done += len(found.features)
         stored = found.features.astype(extraction["dtype"]).astype(np.float32)  # as the store held them
         with torch.inference_mode():
-            output = head(torch.from_numpy(stored)[None].to(target), difficulty_tensor(difficulty, target))
+            output = head(
+                torch.from_numpy(stored)[None].to(target),
+                difficulty_tensor(difficulty, target),
+                actions=[action],
+            )
         weights = clip_weights(output.clip_weights, len(stored))
         result = {
             "path": str(video),
@@ -87,7 +92,7 @@ def score_with_recipe(
             "frames_lost": found.frames_lost,
             "fps": found.fps,
             "recipe": recipe.name,
-            **score_fields(payload, path, float(output.quality[0]), difficulty, head.use_difficulty),
+            **score_fields(payload, path, float(output.quality[0]), difficulty, head.use_difficulty, action),
             **member_spread(output),
             "weights": weights[1],
             "clips": [

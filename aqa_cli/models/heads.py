@@ -112,8 +112,10 @@ class AQAHead(nn.Module):
     The head then holds a bank of M training videos' features and qualities (`set_exemplars`), and a
     difference MLP on (query, exemplar, query - exemplar) pooled representations predicts the quality
     difference in units of the training quality range; a video's quality is the mean over its exemplars
-    (the bank entries of its difficulty, else the bank's seeded fallback entries: `exemplar_weights`) of
-    exemplar quality + predicted difference.
+    (the bank entries of its action, else of its difficulty, else the bank's seeded fallback entries:
+    `exemplar_weights`) of exemplar quality + predicted difference. With `contrastive["actions"]` (the
+    bank's action names: rule "action") the head also holds each entry's action (`bank_action`, an index
+    into those names, -1 for entries chosen by difficulty or as fallback); older banks have none.
     """
 
     def __init__(
@@ -153,6 +155,9 @@ class AQAHead(nn.Module):
             self.register_buffer("bank_clips", torch.ones(bank, dtype=torch.int64))
             self.register_buffer("bank_quality", torch.zeros(bank))
             self.register_buffer("bank_group", torch.full((bank,), float("nan")))
+            self.exemplar_actions: list[str] = list(contrastive.get("actions", []))
+            if self.exemplar_actions:
+                self.register_buffer("bank_action", torch.full((bank,), -1, dtype=torch.int64))
 
     @property
     def is_long(self) -> bool:
@@ -177,14 +182,19 @@ class AQAHead(nn.Module):
         return (quality - low) / (high - low)
 
     def forward(
-        self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+        self,
+        features: Tensor,
+        difficulty: Tensor | None = None,
+        mask: Tensor | None = None,
+        actions: Sequence[str] | None = None,
     ) -> AQAOutput:
-        """features (N, K, D); difficulty (N,), NaN where unknown; mask (N, K) bool, True for real clips."""
+        """features (N, K, D); difficulty (N,), NaN where unknown; mask (N, K) bool, True for real clips;
+        actions: N action names ("" where unknown), which a contrastive head matches exemplars by."""
         quality, clip_weights, embed, pooled = self.direct(features, mask)
         with full_precision(quality.device):
             quality = quality.float()
             if self.contrastive:
-                quality = self.quality_from_exemplars(pooled.float(), difficulty)
+                quality = self.quality_from_exemplars(pooled.float(), difficulty, actions)
             score = quality
             if self.use_difficulty and difficulty is not None:
                 score = quality * torch.nan_to_num(difficulty.float(), nan=1.0)
@@ -203,14 +213,19 @@ class AQAHead(nn.Module):
         with full_precision(video.device):  # bf16 keeps 8 bits: 3.3 would be 3.296875
             return self.regressor(video.float()).squeeze(-1), clip_weights, None, video
 
-    def set_exemplars(self, features: Tensor, clips: Tensor, quality: Tensor, group: Tensor) -> None:
-        """The exemplar bank: padded features (M, K, D) of M training videos, their clip counts, qualities
-        and groups (their difficulty; NaN: the fallback entries, used by a video whose group has none)."""
+    def set_exemplars(
+        self, features: Tensor, clips: Tensor, quality: Tensor, group: Tensor, action: Tensor | None = None
+    ) -> None:
+        """The exemplar bank: padded features (M, K, D) of M training videos, their clip counts, qualities,
+        groups (their difficulty; NaN: the fallback entries, used by a video whose group has none) and,
+        for a bank with actions, each entry's action index (-1: an entry of a difficulty or a fallback)."""
         with torch.no_grad():
             self.bank_features.copy_(features)
             self.bank_clips.copy_(clips)
             self.bank_quality.copy_(quality)
             self.bank_group.copy_(group)
+            if self.exemplar_actions:
+                self.bank_action.copy_(action)
 
     def pair_differences(self, query: Tensor, exemplar: Tensor) -> Tensor:
         """(N, M) predicted quality differences query - exemplar, in units of the training quality range,
@@ -219,20 +234,31 @@ class AQAHead(nn.Module):
         e = exemplar.float().unsqueeze(0).expand(query.shape[0], -1, -1)
         return self.difference(torch.cat([q, e, q - e], dim=-1)).squeeze(-1)
 
-    def exemplar_weights(self, difficulty: Tensor | None, count: int) -> Tensor:
-        """(count, M): for each video, 1 / n on the n bank entries of its difficulty, else on the fallback
-        entries (group NaN)."""
+    def exemplar_weights(
+        self, difficulty: Tensor | None, count: int, actions: Sequence[str] | None = None
+    ) -> Tensor:
+        """(count, M): for each video, 1 / n on the n bank entries of its action (banks with actions),
+        else on those of its difficulty, else on the fallback entries (no group, no action). An unknown
+        action (""), or one the bank has no entry of, falls back the same way."""
         group = self.bank_group
         fallback = torch.isnan(group)
-        if difficulty is None:
-            chosen = fallback.expand(count, -1)
-        else:
+        if self.exemplar_actions:
+            fallback = fallback & (self.bank_action < 0)
+        chosen = fallback.expand(count, -1)
+        if difficulty is not None:
             same = group[None, :] == difficulty.to(group.device, group.dtype)[:, None]
-            chosen = torch.where(same.any(dim=1, keepdim=True), same, fallback[None, :])
+            chosen = torch.where(same.any(dim=1, keepdim=True), same, chosen)
+        if actions is not None and self.exemplar_actions:
+            index = {name: position for position, name in enumerate(self.exemplar_actions)}
+            codes = torch.tensor([index.get(name, -1) for name in actions], device=group.device)
+            same = (self.bank_action[None, :] == codes[:, None]) & (codes[:, None] >= 0)
+            chosen = torch.where(same.any(dim=1, keepdim=True), same, chosen)
         chosen = chosen.float()
         return chosen / chosen.sum(dim=1, keepdim=True)
 
-    def quality_from_exemplars(self, pooled: Tensor, difficulty: Tensor | None) -> Tensor:
+    def quality_from_exemplars(
+        self, pooled: Tensor, difficulty: Tensor | None, actions: Sequence[str] | None = None
+    ) -> Tensor:
         """The mean over each video's exemplars of exemplar quality + predicted difference."""
         mask = (
             torch.arange(self.bank_features.shape[1], device=pooled.device)[None] < self.bank_clips[:, None]
@@ -240,7 +266,7 @@ class AQAHead(nn.Module):
         bank = self.direct(self.bank_features, mask)[3]
         low, high = self.quality_range[0], self.quality_range[1]
         estimates = self.bank_quality[None, :] + self.pair_differences(pooled, bank) * (high - low)
-        return (self.exemplar_weights(difficulty, len(pooled)) * estimates).sum(dim=1)
+        return (self.exemplar_weights(difficulty, len(pooled), actions) * estimates).sum(dim=1)
 
     def _long_quality(
         self, features: Tensor, mask: Tensor | None
@@ -275,9 +301,13 @@ class EnsembleHead(nn.Module):
         return self.members[0].is_long
 
     def forward(
-        self, features: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+        self,
+        features: Tensor,
+        difficulty: Tensor | None = None,
+        mask: Tensor | None = None,
+        actions: Sequence[str] | None = None,
     ) -> AQAOutput:
-        outputs = [member(features, difficulty, mask) for member in self.members]
+        outputs = [member(features, difficulty, mask, actions) for member in self.members]
         scores = torch.stack([out.score.float() for out in outputs])
         quality = torch.stack([out.quality.float() for out in outputs]).mean(dim=0)
         weights = None

@@ -4,6 +4,7 @@ that rebuilds it (stored in every training checkpoint)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,13 @@ class AQAModel(nn.Module):
         return clip_features(self.backbone, video, self.clip_len)
 
     def forward(
-        self, video: Tensor, difficulty: Tensor | None = None, mask: Tensor | None = None
+        self,
+        video: Tensor,
+        difficulty: Tensor | None = None,
+        mask: Tensor | None = None,
+        actions: Sequence[str] | None = None,
     ) -> AQAOutput:
-        return self.head(self.clip_features(video), difficulty, mask)
+        return self.head(self.clip_features(video), difficulty, mask, actions)
 
 
 def clip_count(frames: int, clip_len: int) -> int:

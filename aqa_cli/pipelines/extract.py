@@ -114,6 +114,7 @@ def _plan_extraction(options: ExtractOptions) -> _Extraction:
             splits=store.column("split").tolist(),
             difficulty=store.column("difficulty"),
             scores={"score": store.column("score")},
+            actions=store.column("action").tolist(),
         )
         video_store = {
             "path": str(store.path.resolve()),

@@ -7,8 +7,9 @@ Accepted inputs (README, "Training on cached features"):
 - labels: text files, fields separated by commas, tabs or whitespace (detected from the first line),
   one video per line. The id is the column named `id` (else the first column); a column named `split`
   (train/val/test) gives the split, else the file's name does (`train.txt`, `val.csv`, `test.tsv`); a
-  column named `difficulty` is the difficulty; every other column is a score column (a possible
-  training target; the first is the default). A header line is recognised by a non-numeric second field.
+  column named `difficulty` is the difficulty; a column named `action` or `dive_number` is the sample's
+  action (text: AQA-7's action, FineDiving's dive number; contrastive heads match exemplars by it); every
+  other column is a score column (a possible training target; the first is the default). A header line is recognised by a non-numeric second field.
   Headerless files take their names from `--columns`; without it, one value column is `score`, and three
   are the GDLT Fis-V layout `id TES PCS deductions`.
 """
@@ -30,6 +31,8 @@ from aqa_cli.util.safe_output import output_lock
 SPLITS = ("train", "val", "test")
 LABEL_SUFFIXES = (".txt", ".csv", ".tsv")
 GDLT_FISV_COLUMNS = ("TES", "PCS", "deductions")
+ACTION_COLUMNS = ("action", "dive_number")
+"""Label columns read as the sample's action (text), not as a score."""
 
 
 @dataclass
@@ -40,7 +43,8 @@ class LabelTable:
     columns: list[str]  # all columns: id, then the file's order
     ids: list[str]
     splits: list[str]
-    values: dict[str, list[float]]  # every column but id and split
+    values: dict[str, list[float]]  # every column but id, split and the action
+    actions: list[str] | None = None  # the `action` or `dive_number` column, when there is one
 
 
 @dataclass
@@ -93,7 +97,9 @@ def import_features(
     scores = {name: np.array(values) for name, values in table.values.items() if name != "difficulty"}
     if not scores:
         raise AqaError(f"{files[0]} has no score column besides id, split and difficulty; add one")
-    labels = FeatureLabels(table.ids, table.splits, np.array(difficulty, dtype=np.float64), scores)
+    labels = FeatureLabels(
+        table.ids, table.splits, np.array(difficulty, dtype=np.float64), scores, table.actions
+    )
     out = Path(out) if out is not None else Path("data") / f"{source.resolve().name}.features.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
     attributes = {
@@ -172,8 +178,14 @@ def read_labels(files: list[Path], columns: list[str] | None = None) -> LabelTab
     for path in files:
         names, rows = _read_label_file(Path(path), columns)
         if table is None:
-            value_names = [name for name in names[1:] if name.lower() != "split"]
+            value_names = [name for name in names[1:] if name.lower() not in ("split", *ACTION_COLUMNS)]
+            action_names = [name for name in names[1:] if name.lower() in ACTION_COLUMNS]
+            if len(action_names) > 1:
+                raise AqaError(
+                    f"{path} has both {' and '.join(action_names)} columns: keep one (the sample's action)"
+                )
             table = LabelTable([], names, [], [], {_canonical(name): [] for name in value_names})
+            table.actions = [] if action_names else None
         elif names != table.columns:
             raise AqaError(
                 f"{path} has columns {', '.join(names)} but {table.files[0]} has {', '.join(table.columns)}; "
@@ -192,7 +204,9 @@ def read_labels(files: list[Path], columns: list[str] | None = None) -> LabelTab
             table.ids.append(fields[0])
             table.splits.append(split)
             for name, value in zip(names[1:], fields[1:], strict=True):
-                if name.lower() != "split":
+                if name.lower() in ACTION_COLUMNS:
+                    table.actions.append(value)
+                elif name.lower() != "split":
                     table.values[_canonical(name)].append(_number(value, path, line_number, name))
     seen: set[str] = set()
     for sample_id in table.ids:

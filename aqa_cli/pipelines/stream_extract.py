@@ -87,12 +87,7 @@ def extract_from_videos(
     precision = resolve_precision(options.precision, device, inference=True)
     network, weights = build_feature_network(recipe, options.weights or "default")
     network = network.eval().to(device)
-    labels = FeatureLabels(
-        ids=[sample.id for sample in samples],
-        splits=[sample.split for sample in samples],
-        difficulty=np.array([sample.difficulty for sample in samples], dtype=np.float64),
-        scores={"score": np.array([sample.score for sample in samples], dtype=np.float64)},
-    )
+    labels = _labels(samples)
     attributes = {
         "source_kind": "extract",
         "source_description": f"recipe {recipe.name} over {scan.description}",
@@ -272,12 +267,7 @@ def _write_store(
         saved = partial.read(sample.id)
         starts[row, : clips[row]] = saved["clip_start"]
         ends[row, : clips[row]] = saved["clip_end"]
-    labels = FeatureLabels(
-        ids=[sample.id for sample in samples],
-        splits=[sample.split for sample in samples],
-        difficulty=np.array([sample.difficulty for sample in samples], dtype=np.float64),
-        scores={"score": np.array([sample.score for sample in samples], dtype=np.float64)},
-    )
+    labels = _labels(samples)
     write_feature_store(
         out,
         attributes,
@@ -325,3 +315,14 @@ class VideoPartial:
 
     def remove(self) -> None:
         self.work.remove()
+
+
+def _labels(samples: list[Sample]) -> FeatureLabels:
+    """The feature store's labels of the source's samples, their action (dive number) included."""
+    return FeatureLabels(
+        ids=[sample.id for sample in samples],
+        splits=[sample.split for sample in samples],
+        difficulty=np.array([sample.difficulty for sample in samples], dtype=np.float64),
+        scores={"score": np.array([sample.score for sample in samples], dtype=np.float64)},
+        actions=[sample.action for sample in samples],
+    )

@@ -5,8 +5,10 @@ per sample, zero-padded past each sample's clip count `/samples/clips`; labels u
 `/scores/`; how the features were made (backbone and its weights' fingerprint, window, source store) in
 root attributes. Stores extracted from raw video with a recipe add `/samples/clip_start` and
 `/samples/clip_end` (N, max clips) seconds, zero-padded like the features, `/samples/index` (position in
-the source, for merging shards) and the `recipe` and `weights` attributes. Files are written atomically (`atomic_output`), and contain no timestamps, so the same
-inputs give the same bytes.
+the source, for merging shards) and the `recipe` and `weights` attributes. `/samples/action` (AQA-7's
+action, FineDiving's dive number) is optional: written when some sample has one, and a store without it
+reads as all unknown (""). Files are written atomically (`atomic_output`), and contain no timestamps, so
+the same inputs give the same bytes.
 
 """
 
@@ -22,12 +24,14 @@ import numpy as np
 
 from aqa_cli import __version__
 from aqa_cli.stores.common import FEATURE_STORE_FORMAT
-from aqa_cli.stores.video_store import TEXT, labels_sha256
+from aqa_cli.stores.video_store import TEXT, action_counts, labels_sha256
 from aqa_cli.util.errors import AqaError
 from aqa_cli.util.safe_output import atomic_output
 
 FORMAT_NAME = FEATURE_STORE_FORMAT
 FORMAT_VERSION = 1
+ACTION = "action"
+"""The optional per-sample text column of the action or dive number (as in the video store)."""
 DTYPES = ("float16", "float32")
 JSON_ATTRIBUTES = (
     "score_columns",
@@ -51,9 +55,12 @@ class FeatureLabels:
     splits: list[str]
     difficulty: np.ndarray
     scores: dict[str, np.ndarray]
+    actions: list[str] | None = None
+    """Each sample's action or dive number ("": unknown); None: unknown for all."""
 
     def digest(self) -> str:
-        """sha256 of ids, splits, difficulties and every score column: identifies the labels."""
+        """sha256 of ids, splits, difficulties and every score column: identifies the labels (as the
+        video store's `labels_sha256`, which leaves the action out too)."""
         return labels_sha256(self.ids, self.splits, self.difficulty, self.scores)
 
 
@@ -125,6 +132,10 @@ class FeatureStore:
         return self.file["samples/clip_start"][row, :clips], self.file["samples/clip_end"][row, :clips]
 
     def column(self, name: str) -> np.ndarray:
+        """One per-sample column; `action`, which stores written before it existed (or with no known
+        action) lack, reads as "" (unknown) for every sample."""
+        if name == ACTION and name not in self.file["samples"]:
+            return np.full(len(self), "", dtype=object)
         data = self.file["samples"][name]
         return data.asstr()[()] if data.dtype.kind == "O" else data[()]
 
@@ -230,6 +241,7 @@ def write_feature_store(
             "samples/clips": (clips, np.int32),
             "samples/difficulty": (labels.difficulty, np.float64),
             **{f"scores/{name}": (values, np.float64) for name, values in labels.scores.items()},
+            **({f"samples/{ACTION}": (labels.actions, TEXT)} if any(labels.actions or []) else {}),
             **{
                 f"samples/{name}": (values, np.asarray(values).dtype)
                 for name, values in (columns or {}).items()
@@ -255,6 +267,7 @@ def summarize_features(path: str | Path) -> dict:
             "views": attrs["views"],
             "splits": {split: int((splits == split).sum()) for split in sorted(set(splits.tolist()))},
             "score_columns": store.score_columns,
+            "actions": action_counts(store.column(ACTION)),
             "default_target": attrs["default_target"],
             "source_kind": attrs["source_kind"],
             "source": attrs["source_description"],

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from aqa_cli.stores.feature_store import FeatureLabels, FeatureStore, write_feature_store
+from aqa_cli.stores.feature_store import ACTION, FeatureLabels, FeatureStore, write_feature_store
 from aqa_cli.stores.video_store import (
     CHECKSUMS,
     COLUMNS,
@@ -168,6 +168,7 @@ def _merge_features(stores: list[FeatureStore], out: Path) -> int:
         splits=[str(stores[k].column("split")[row]) for _, k, row in rows],
         difficulty=np.array([stores[k].column("difficulty")[row] for _, k, row in rows], dtype=np.float64),
         scores={c: np.array([stores[k].scores(c)[row] for _, k, row in rows]) for c in score_columns},
+        actions=[str(stores[k].column(ACTION)[row]) for _, k, row in rows],
     )
     clips = np.array([stores[k].column("clips")[row] for _, k, row in rows], dtype=np.int32)
     most = int(clips.max())

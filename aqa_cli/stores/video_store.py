@@ -622,8 +622,7 @@ def summarize(path: str | Path) -> dict:
                 "score": _range(scores[mask]),
                 "difficulty": _range(difficulty[mask]),
             }
-        actions = store.column("action") if len(store) else np.array([], dtype=object)
-        per_action = {str(a): int((actions == a).sum()) for a in sorted(set(actions.tolist())) if a}
+        per_action = action_counts(store.column("action") if len(store) else np.array([], dtype=object))
         config = store.config
         return {
             "path": str(store.path),
@@ -644,6 +643,11 @@ def summarize(path: str | Path) -> dict:
             "failures": [{"id": sample_id, "reason": reason} for sample_id, reason in store.failed()],
             "size_bytes": _size_on_disk(store),
         }
+
+
+def action_counts(actions: np.ndarray) -> dict[str, int]:
+    """Samples per known action (a store's `action` column; "" is unknown and not counted)."""
+    return {str(a): int((actions == a).sum()) for a in sorted(set(actions.tolist())) if a}
 
 
 def _range(values: np.ndarray) -> dict | None:

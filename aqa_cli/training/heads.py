@@ -36,9 +36,9 @@ from aqa_cli.evaluation.metrics import score_span
 from aqa_cli.evaluation.predict import Predictions, predict_features, predict_tensors, run_heads
 from aqa_cli.models.long_heads import gdlt_hardest_triplet_loss, gdlt_triplet_loss
 from aqa_cli.models.model import ModelConfig, build_head
-from aqa_cli.stores.feature_store import FeatureStore
+from aqa_cli.stores.feature_store import ACTION, FeatureStore
 from aqa_cli.training.config import TrainConfig, head_options, resolve_head_defaults
-from aqa_cli.training.contrastive import bank_tensors, choose_exemplars, pair_inputs
+from aqa_cli.training.contrastive import bank_action_names, bank_tensors, choose_exemplars, pair_inputs
 from aqa_cli.training.loop import (
     TrainingProgress,
     TrainingRun,
@@ -72,6 +72,8 @@ def head_model_config(config: TrainConfig, store: FeatureStore, bank: dict | Non
             "bank": [len(bank["rows"]), int(max(clips[bank["rows"]])), store.feature_dim],
             "ids": [str(sample) for sample in store.column("id")[bank["rows"]]],
         }
+        if bank["rule"] == "action":  # the bank's groups: each entry's action is the buffer bank_action
+            contrastive["actions"] = bank_action_names(bank)
     return ModelConfig(
         depth=backbone.get("depth", 0),
         conv=backbone.get("conv", ""),
@@ -124,7 +126,13 @@ def train_heads(
         span = score_span(store.scores(target), store.path, target)
         bank = None
         if config.contrastive:
-            bank = choose_exemplars(rows["train"], store.column("difficulty"), config.exemplars, config.seed)
+            bank = choose_exemplars(
+                rows["train"],
+                store.column("difficulty"),
+                config.exemplars,
+                config.seed,
+                store.column(ACTION),
+            )
         model_config = head_model_config(config, store, bank)
         attributes = store.attributes
         ids = store.column("id")

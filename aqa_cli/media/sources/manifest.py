@@ -1,4 +1,4 @@
-"""CSV manifest: `path,score,difficulty,split[,id][,start,end]`, one row per clip.
+"""CSV manifest: `path,score,difficulty,split[,id][,start,end][,action]`, one row per clip.
 
 - `path`: a video file or a folder of frame images (sorted names), relative to the CSV's folder or absolute.
 - `score`: the judges' score (empty: unlabeled). `difficulty`: optional column, may be empty.
@@ -6,6 +6,7 @@
 - `id`: optional, unique; default the path without its suffix.
 - `start`, `end`: optional frame range, 0-based decode indices with `end` exclusive (Python slicing);
   either may be empty (the start / the end of the video).
+- `action`: optional, the clip's action or dive number (the store's `action` column; empty: unknown).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aqa_cli.media.sources.base import IMAGES_SORTED, SPLITS, VIDEO, Sample, Sou
 from aqa_cli.util.errors import AqaError
 
 REQUIRED = ("path", "score", "split")
-KNOWN = (*REQUIRED, "difficulty", "id", "start", "end")
+KNOWN = (*REQUIRED, "difficulty", "id", "start", "end", "action")
 
 
 def scan_manifest(csv_path: Path, fit: str) -> SourceScan:
@@ -47,6 +48,9 @@ def scan_manifest(csv_path: Path, fit: str) -> SourceScan:
             if split != "unlabeled" and math.isnan(score):
                 raise ValueError(f"split {split} needs a score")
             first, last = _frame(row, "start"), _frame(row, "end")
+            action = (row.get("action") or "").strip()
+            if not action.isprintable():
+                raise ValueError(f"action {action!r} holds control characters")
             if first is not None and last is not None and last <= first:
                 raise ValueError(f"end {last} must be greater than start {first}")
         except ValueError as exc:
@@ -64,6 +68,7 @@ def scan_manifest(csv_path: Path, fit: str) -> SourceScan:
                 difficulty=difficulty,
                 split=split,
                 fit=fit,
+                action=action,
             )
         )
     if not samples and not problems:
@@ -88,7 +93,7 @@ def _read_rows(csv_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             if missing:
                 raise AqaError(
                     f"{csv_path} lacks column(s) {', '.join(missing)}; a manifest needs a header "
-                    f"path,score,split (optional: difficulty,id,start,end), found: "
+                    f"path,score,split (optional: difficulty,id,start,end,action), found: "
                     f"{', '.join(columns) or 'no header'}"
                 )
             reader.fieldnames = columns
