@@ -23,6 +23,8 @@ import torch
 from common import BIN, log
 from heads_reference import FISV, Config, Trainer, load_fisv
 
+from aqa_cli.training.config import GDLT_LAYOUTS
+
 EPOCHS = 5
 TARGET_RATIO = 1.3
 
@@ -97,6 +99,7 @@ GDLT_FISV = Config(  # the `gdlt-fisv` preset's math (training.presets), label s
         "decoder_layers": 2,
         "queries": 4,
         "dropout": 0.7,
+        **GDLT_LAYOUTS["code"],
     },
     optimizer="sgd",
     lr=0.01,

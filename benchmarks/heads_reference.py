@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from aqa_cli.models.long_heads import AttnHead, GDLTHead, gdlt_hardest_triplet_loss, gdlt_triplet_loss
+from aqa_cli.models.long_heads import (
+    AttnHead,
+    GDLTHead,
+    gdlt_hardest_triplet_loss,
+    gdlt_triplet_loss,
+    per_real_clip,
+)
 
 FISV = Path(__file__).resolve().parents[2] / "shared" / "data" / "features" / "fis-v"
 FEATURES = "swintx_avg_fps25_clip32_fp16"
@@ -140,14 +146,11 @@ def build_head(config: Config, feature_dim: int) -> nn.Module:
 
 
 def _forward(model: nn.Module, x: Tensor, mask: Tensor):
-    """The head on padded x (N, K, D), the per-clip layers on the packed real clips only."""
-    if bool(mask.all()):
-        return model(x, mask)
-    packed = model.clip_layers(x[mask])
-    clips = packed.new_zeros((*mask.shape, packed.shape[-1]))
-    clips[mask] = packed
-    out = model(x, mask, clips=clips)
-    return out
+    """The head on padded x (N, K, D), the per-clip layers on the packed real clips only (the long heads
+    pack them themselves)."""
+    if isinstance(model, PaperHead) and not bool(mask.all()):
+        return model(x, mask, clips=per_real_clip(model.clip_layers, x, mask))
+    return model(x, mask)
 
 
 def _outputs(out) -> tuple[Tensor, Tensor | None]:

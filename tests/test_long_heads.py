@@ -11,6 +11,7 @@ from aqa_cli.models.long_heads import (
     build_long_head,
     gdlt_triplet_loss,
 )
+from aqa_cli.training.config import GDLT_LAYOUTS
 from aqa_cli.util.errors import AqaError
 
 D = 16
@@ -24,10 +25,11 @@ def _heads():
             D, width=16, proj_hidden=32, heads=2, encoder_layers=2, decoder_layers=2, dropout=0.3
         ),
         "gdlt-softmax": GDLTHead(D, width=16, proj_hidden=None, heads=4, weighting="softmax"),
+        "gdlt-code": GDLTHead(D, width=16, proj_hidden=32, heads=2, dropout=0.0, **GDLT_LAYOUTS["code"]),
     }
 
 
-@pytest.mark.parametrize("name", ["attn", "gdlt", "gdlt-softmax"])
+@pytest.mark.parametrize("name", ["attn", "gdlt", "gdlt-softmax", "gdlt-code"])
 @pytest.mark.parametrize("fill", [0.0, 1e4, float("nan"), float("inf")])
 def test_padding_changes_no_output(name, fill):
     head = _heads()[name].eval()
@@ -57,7 +59,7 @@ def test_padding_changes_no_output(name, fill):
     assert torch.all(weights[padded_mask] > 0)
 
 
-@pytest.mark.parametrize("name", ["attn", "gdlt"])
+@pytest.mark.parametrize("name", ["attn", "gdlt", "gdlt-code"])
 def test_padding_changes_no_gradient(name):
     head = _heads()[name].train()
     torch.manual_seed(2)
@@ -76,6 +78,27 @@ def test_padding_changes_no_gradient(name):
     for a, b in zip(*grads, strict=True):
         assert torch.isfinite(b).all()
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_batchnorm_statistics_come_from_the_real_clips_only():
+    """In training, the code layout's BatchNorm normalizes with the batch's real clips: padding of any width
+    and content changes neither the outputs nor the running statistics."""
+    torch.manual_seed(3)
+    real = torch.randn(3, 7, D)
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 4, 2])[:, None]
+    padded = torch.cat([real, torch.full((3, 5, D), float("nan"))], dim=1)
+    padded[:, :7][~mask] = float("inf")
+    padded_mask = torch.cat([mask, torch.zeros(3, 5, dtype=torch.bool)], dim=1)
+    outputs, statistics = [], []
+    for x, m in ((torch.where(mask[..., None], real, 0.0), mask), (padded, padded_mask)):
+        head = _heads()["gdlt-code"].train()
+        outputs.append(head(x, m).score)
+        statistics.append(head.clip_layers[1].running_mean.clone())
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(statistics[1], statistics[0])
+    first_layer = _heads()["gdlt-code"].clip_layers[0]
+    expected = 0.9 * 0 + 0.1 * first_layer(real[mask]).mean(dim=0)  # momentum 0.1 from zeros
+    torch.testing.assert_close(statistics[0], expected.detach(), rtol=1e-4, atol=1e-6)
 
 
 def test_attention_pool_alone():
@@ -99,6 +122,8 @@ def test_bad_masks_and_names():
         build_long_head("lstm", D)
     with pytest.raises(AqaError, match="query weighting"):
         GDLTHead(D, weighting="relu")
+    with pytest.raises(AqaError, match="projection norm"):
+        GDLTHead(D, projection_norm="group")
 
 
 def _one_clip_task(n: int, seed: int):

@@ -21,7 +21,7 @@ from aqa_cli.evaluation.evaluate import evaluate_checkpoint
 from aqa_cli.evaluation.score import score_videos
 from aqa_cli.models.heads import AQAHead
 from aqa_cli.models.model import ModelConfig, build_model
-from aqa_cli.training.config import HEAD_OPTIONS, TrainConfig, resolve_head_defaults
+from aqa_cli.training.config import GDLT_LAYOUTS, HEAD_OPTIONS, TrainConfig, resolve_head_defaults
 from aqa_cli.training.dispatch import train
 from tests.helpers import write_video
 from tests.test_train import TINY
@@ -175,7 +175,12 @@ def test_each_long_head_learns_the_one_clip_that_carries_the_score(
     assert config["batch_size"] == 16 and config["weight_decay"] == 0.01 and config["warmup"] == 0
     payload = load_checkpoint(run / LAST)
     assert payload["model_config"]["agg"] == agg
-    assert payload["model_config"]["head_options"] == {**HEAD_OPTIONS[agg], "dropout": config["dropout"]}
+    layout = GDLT_LAYOUTS["aqa"] if agg == "gdlt" else {}  # our gdlt layout by default
+    assert payload["model_config"]["head_options"] == {
+        **HEAD_OPTIONS[agg],
+        **layout,
+        "dropout": config["dropout"],
+    }
     quality = payload["training_range"]["quality"]
     assert 5 <= quality[0] < quality[1] <= 10  # score / difficulty of the training split
     head = load_head(payload, run / LAST)  # the checkpoint alone rebuilds the head, range included

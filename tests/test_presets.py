@@ -12,7 +12,7 @@ import torch
 from aqa_cli.checkpoints.io import LAST, load_checkpoint
 from aqa_cli.checkpoints.restore import load_head
 from aqa_cli.models.long_heads import gdlt_hardest_triplet_loss
-from aqa_cli.training.config import TrainConfig, resolve_config, resolve_head_defaults
+from aqa_cli.training.config import GDLT_LAYOUTS, TrainConfig, resolve_config, resolve_head_defaults
 from aqa_cli.training.presets import PRESETS
 from tests.test_long_integration import long_store  # noqa: F401 - the fixture
 
@@ -23,6 +23,7 @@ GDLT_FISV = {
     "encoder_layers": 1,
     "decoder_layers": 2,
     "queries": 4,
+    "gdlt_layout": "code",
     "dropout": 0.7,
     "optimizer": "sgd",
     "lr": 0.01,
@@ -54,6 +55,7 @@ def test_flags_override_a_preset_and_its_head_options_follow_the_head() -> None:
     config = resolve_head_defaults(resolve_config(None, given))
     assert (config.agg, config.lr, config.epochs, config.width) == ("attn", 0.002, 5, 64)
     assert (config.optimizer, config.label_scale, config.queries) == ("sgd", 45.0, -1)  # no queries in attn
+    assert config.gdlt_layout == ""  # nor gdlt's layout
 
 
 def test_a_preset_run_records_its_settings_and_trains(long_store: Path, tmp_path: Path, aqa) -> None:  # noqa: F811
@@ -91,6 +93,10 @@ def test_a_preset_run_records_its_settings_and_trains(long_store: Path, tmp_path
         512,
         4,
         0.7,
+    )
+    assert {name: options[name] for name in GDLT_LAYOUTS["code"]} == GDLT_LAYOUTS["code"]
+    assert any(
+        isinstance(layer, torch.nn.BatchNorm1d) for layer in load_head(payload, run / LAST).long.clip_layers
     )
     assert load_head(payload, run / LAST).quality_range.tolist() == [0.0, 20.0]  # the fixed label scale
     assert payload["metrics"][-1]["lr"] == pytest.approx(1e-4)  # the cosine ends at min_lr

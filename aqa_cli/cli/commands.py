@@ -19,7 +19,7 @@ from aqa_cli.pipelines.options import (
     PreprocessOptions,
     StreamExtractOptions,
 )
-from aqa_cli.training.config import TrainConfig, head_default_text
+from aqa_cli.training.config import GDLT_LAYOUTS, TrainConfig, head_default_text
 from aqa_cli.training.presets import PRESETS
 from aqa_cli.util.errors import AqaError
 
@@ -30,6 +30,7 @@ AGG_HELP = (
 
 
 PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)
+GdltLayout = Enum("GdltLayout", {name: name for name in GDLT_LAYOUTS}, type=str)
 
 PresetOption = Annotated[
     PresetName | None,
@@ -65,6 +66,14 @@ TripletMiningOption = Annotated[
     typer.Option(
         help="hardest (GDLT's code: hardest positive and negative over the batch, cosine distance) or rolled "
         f"(same query of the next video, other queries of the same one). (default: {head_default_text('triplet_mining')})"
+    ),
+]
+GdltLayoutOption = Annotated[
+    GdltLayout | None,
+    typer.Option(
+        help="gdlt details: aqa (LayerNorm after the projection, small query init, PyTorch's init) or code "
+        "(GDLT's released code: BatchNorm after both projection layers, N(0, 1) queries, final encoder and "
+        "decoder LayerNorms, Xavier init). (default: aqa)",
     ),
 ]
 WidthOption = Annotated[int | None, typer.Option(help="attn/gdlt model width. (default: 128)")]
@@ -108,10 +117,11 @@ ExemplarsOption = Annotated[
 ]
 
 
-def _preset_name(options: dict) -> None:
-    """The preset option as its name (typer gives the enum member)."""
-    if options.get("preset") is not None:
-        options["preset"] = options["preset"].value
+def _choice_values(options: dict) -> None:
+    """The choice options (--preset, --gdlt-layout) as their names (typer gives the enum members)."""
+    for name, value in options.items():
+        if isinstance(value, Enum):
+            options[name] = value.value
 
 
 def shown(settings: type, name: str) -> str:
@@ -489,6 +499,7 @@ def train(
     encoder_layers: EncoderLayersOption = None,
     decoder_layers: DecoderLayersOption = None,
     queries: QueriesOption = None,
+    gdlt_layout: GdltLayoutOption = None,
     contrastive: ContrastiveOption = None,
     exemplars: ExemplarsOption = None,
     ensemble: EnsembleOption = None,
@@ -587,7 +598,7 @@ def train(
     With --features, only the heads train, on cached clip features: seconds per epoch on a CPU.
     """
     overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
-    _preset_name(overrides)
+    _choice_values(overrides)
     from aqa_cli.cli.output import print_training_summary, training_progress
     from aqa_cli.training.config import resolve_config
     from aqa_cli.training.dispatch import train as run_training
@@ -937,6 +948,7 @@ def experiment(
     encoder_layers: EncoderLayersOption = None,
     decoder_layers: DecoderLayersOption = None,
     queries: QueriesOption = None,
+    gdlt_layout: GdltLayoutOption = None,
     contrastive: ContrastiveOption = None,
     exemplars: ExemplarsOption = None,
     ensemble: EnsembleOption = None,
@@ -971,7 +983,7 @@ def experiment(
     fold, the test split untouched; the table reports rho mean ± std over folds x seeds.
     """
     options = {key: value for key, value in locals().items() if key != "config"}
-    _preset_name(options)
+    _choice_values(options)
     from aqa_cli.cli.output import ExperimentReporter, print_experiment
     from aqa_cli.pipelines.experiment import resolve_grid, run_experiment
 

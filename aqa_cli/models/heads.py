@@ -271,17 +271,9 @@ class AQAHead(nn.Module):
     def _long_quality(
         self, features: Tensor, mask: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-        """The long head on standardized features, its per-clip layers on the packed real clips only."""
-        if mask is None:
-            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
-        mask = mask.to(torch.bool)
-        if not bool(mask.any(dim=1).all()):
-            raise AqaError("every video needs at least one real clip (a mask row is all False)")
-        real = (features[mask] - self.feature_mean.to(features.dtype)) / self.feature_std.to(features.dtype)
-        packed = self.long.clip_layers(real)
-        clips = packed.new_zeros((*mask.shape, packed.shape[-1]))
-        clips[mask] = packed
-        out = self.long(features, mask, clips=clips)
+        """The long head on standardized features."""
+        standardized = (features - self.feature_mean.to(features.dtype)) / self.feature_std.to(features.dtype)
+        out = self.long(standardized, mask)
         low, high = self.quality_range[0], self.quality_range[1]
         with full_precision(features.device):
             return out.score.float() * (high - low) + low, out.clip_weights, out.embed, out.pooled

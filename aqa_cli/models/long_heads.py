@@ -13,9 +13,10 @@ Two aggregations, each usable alone on clip vectors (N, K, D) or inside a full h
   An optional triplet term keeps the query outputs apart: `gdlt_hardest_triplet_loss` (GDLT's code) or
   `gdlt_triplet_loss` (a rolled-batch variant).
 
-Masks are (N, K) bool, True for real clips. Padded slots may hold anything, even NaN or inf: they are
-zeroed on entry, and every attention gives them exactly zero weight (additive -inf before the softmax),
-so a padded clip changes no output (up to float summation order). The attention is written out here
+Masks are (N, K) bool, True for real clips. Padded slots may hold anything, even NaN or inf: the per-clip
+layers run on the packed real clips only (`per_real_clip`, so padding reaches no BatchNorm statistics
+either), padded slots are zero after them, and every attention gives them exactly zero weight (additive
+-inf before the softmax), so a padded clip changes no output (up to float summation order). The attention is written out here
 rather than taken from `nn.MultiheadAttention` / `nn.TransformerEncoder`, whose inference fast path
 (nested tensors) changes numerics and fills padded positions with zeros; the computation is the same in
 training and evaluation. Every video needs at least one real clip.
@@ -50,6 +51,15 @@ def _check_mask(features: Tensor, mask: Tensor | None) -> Tensor:
 def _zero_padded(features: Tensor, mask: Tensor) -> Tensor:
     """Padded slots set to 0, so that NaN/inf there can reach neither outputs nor gradients."""
     return features.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+def per_real_clip(layers: nn.Module, features: Tensor, mask: Tensor) -> Tensor:
+    """`layers` on the real clips of features (N, K, D) only, packed (R, D); their outputs scattered back
+    to (N, K, out), zero on padded slots."""
+    packed = layers(features[mask])
+    clips = packed.new_zeros((*mask.shape, packed.shape[-1]))
+    clips[mask] = packed
+    return clips
 
 
 def masked_mean(clips: Tensor, mask: Tensor) -> Tensor:
@@ -118,14 +128,10 @@ class AttnHead(nn.Module):
         self.pooled_dim = width * (2 if mean_path else 1)
         self.regressor = nn.Linear(self.pooled_dim, 1)
 
-    def forward(
-        self, features: Tensor, mask: Tensor | None = None, clips: Tensor | None = None
-    ) -> LongHeadOutput:
-        """features (N, K, D), mask (N, K). `clips` may carry clip_layers(features) already computed (for
-        instance on the packed real clips only); then `features` is used only for its shape."""
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> LongHeadOutput:
+        """features (N, K, D), mask (N, K)."""
         mask = _check_mask(features, mask)
-        if clips is None:
-            clips = self.clip_layers(_zero_padded(features, mask))
+        clips = per_real_clip(self.clip_layers, features, mask)
         video, weights = self.pool(clips, mask)
         if self.mean_path:
             video = torch.cat([video, masked_mean(clips, mask)], dim=-1)
@@ -200,13 +206,17 @@ class _DecoderLayer(nn.Module):
 class GDLTHead(nn.Module):
     """Grade-decoupled Likert scoring on raw clip features (N, K, D) with a padding mask (N, K).
 
-    Projection D -> proj_hidden -> width (ReLU between, no dropout; LayerNorm after, instead of the paper's BatchNorm,
-    so that padded slots cannot leak through batch statistics), `encoder_layers` transformer encoder
-    layers over the clips, `decoder_layers` decoder layers for `queries` learnable grade queries, a
-    per-query logit from each query's output, the query weights (`weighting`: "sigmoid" = GDLT's
-    sigmoid(logit) / sum, "softmax" = softmax over the queries), and the score sum_q weight_q * grade_q
-    with grade_q = linspace(0, 1, queries). Per-clip weights: the last decoder layer's cross-attention
-    averaged over queries and heads.
+    Projection D -> proj_hidden -> width (ReLU between, no dropout) with `projection_norm` "layer" (one
+    LayerNorm at the end) or "batch" (BatchNorm after both layers, GDLT's code; its statistics come from the
+    real clips only), `encoder_layers` transformer encoder layers over the clips, `decoder_layers` decoder
+    layers for `queries` learnable grade queries (initialised N(0, query_std^2)), with `final_norm` a
+    LayerNorm after the encoder and after the decoder, a per-query logit from each query's output, the query
+    weights (`weighting`: "sigmoid" = GDLT's sigmoid(logit) / sum, "softmax" = softmax over the queries),
+    and the score sum_q weight_q * grade_q with grade_q = linspace(0, 1, queries). `xavier`: the
+    transformer's weight matrices Xavier-uniform (nn.Transformer's initialisation) instead of PyTorch's
+    Linear default. Per-clip weights: the last decoder layer's cross-attention averaged over queries and
+    heads. `training.config.GDLT_LAYOUTS` names two sets of these details: ours (the defaults) and
+    GDLT's code's.
     """
 
     def __init__(
@@ -221,16 +231,26 @@ class GDLTHead(nn.Module):
         ff_mult: int = 3,
         dropout: float = 0.3,
         weighting: str = "sigmoid",
+        projection_norm: str = "layer",
+        query_std: float = 0.02,
+        final_norm: bool = False,
+        xavier: bool = False,
     ) -> None:
         super().__init__()
         if weighting not in ("sigmoid", "softmax"):
             raise AqaError(f"unknown query weighting {weighting!r}; choose sigmoid or softmax")
+        if projection_norm not in ("layer", "batch"):
+            raise AqaError(f"unknown projection norm {projection_norm!r}; choose layer or batch")
         if queries < 2:
             raise AqaError("gdlt needs at least 2 grade queries")
         layers: list[nn.Module] = []
         if proj_hidden:
-            layers += [nn.Linear(feature_dim, proj_hidden), nn.ReLU()]  # no dropout here, as GDLT's code
-        layers += [nn.Linear(proj_hidden or feature_dim, width), nn.LayerNorm(width)]
+            layers.append(nn.Linear(feature_dim, proj_hidden))
+            if projection_norm == "batch":
+                layers.append(nn.BatchNorm1d(proj_hidden))
+            layers.append(nn.ReLU())  # no dropout here, as GDLT's code
+        layers.append(nn.Linear(proj_hidden or feature_dim, width))
+        layers.append(nn.BatchNorm1d(width) if projection_norm == "batch" else nn.LayerNorm(width))
         self.clip_layers = nn.Sequential(*layers)
         self.encoder = nn.ModuleList(
             _EncoderLayer(width, heads, ff_mult * width, dropout) for _ in range(encoder_layers)
@@ -238,27 +258,32 @@ class GDLTHead(nn.Module):
         self.decoder = nn.ModuleList(
             _DecoderLayer(width, heads, ff_mult * width, dropout) for _ in range(decoder_layers)
         )
-        self.queries = nn.Parameter(torch.randn(queries, width) * 0.02)
+        self.encoder_norm = nn.LayerNorm(width) if final_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(width) if final_norm else nn.Identity()
+        if xavier:
+            for module in (*self.encoder, *self.decoder):
+                for parameter in module.parameters():
+                    if parameter.dim() > 1:
+                        nn.init.xavier_uniform_(parameter)
+        self.queries = nn.Parameter(torch.randn(queries, width) * query_std)
         self.query_logit = nn.Parameter(torch.randn(queries, width) / math.sqrt(width))
         self.query_bias = nn.Parameter(torch.zeros(queries))
         self.weighting = weighting
         self.pooled_dim = queries * width
         self.register_buffer("grades", torch.linspace(0.0, 1.0, queries), persistent=False)
 
-    def forward(
-        self, features: Tensor, mask: Tensor | None = None, clips: Tensor | None = None
-    ) -> LongHeadOutput:
-        """As AttnHead.forward; `clips` may carry clip_layers(features) already computed."""
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> LongHeadOutput:
+        """As AttnHead.forward."""
         mask = _check_mask(features, mask)
-        if clips is None:
-            clips = self.clip_layers(_zero_padded(features, mask))
-        x = _zero_padded(clips, mask)
+        x = per_real_clip(self.clip_layers, features, mask)
         for layer in self.encoder:
             x = layer(x, mask)
+        x = self.encoder_norm(x)
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
         weights = None
         for layer in self.decoder:
             q, weights = layer(q, x, mask)
+        q = self.decoder_norm(q)
         logits = (q.float() * self.query_logit).sum(-1) + self.query_bias  # one logit per query, own weights
         if self.weighting == "sigmoid":
             grade_weights = torch.sigmoid(logits)

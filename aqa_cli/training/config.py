@@ -57,6 +57,7 @@ class TrainConfig:
     encoder_layers: int = -1  # gdlt
     decoder_layers: int = -1  # gdlt
     queries: int = -1  # gdlt: grade queries
+    gdlt_layout: str = ""  # gdlt: "aqa" or "code" (GDLT's released code: GDLT_LAYOUTS); "" = aqa
     # optimisation (-1 / "": the aggregation's default, see HEAD_DEFAULTS)
     epochs: int = -1
     batch_size: int = -1
@@ -159,6 +160,14 @@ HEAD_OPTIONS = {
 """The architecture of the long heads (the frozen Fis-V research settings); dropout comes from --dropout."""
 ARCHITECTURE_SETTINGS = ("width", "proj_hidden", "encoder_layers", "decoder_layers", "queries")
 """TrainConfig settings that change HEAD_OPTIONS (-1: the head's own)."""
+DEFAULT_GDLT_LAYOUT = "aqa"
+GDLT_LAYOUTS = {
+    "aqa": {"projection_norm": "layer", "query_std": 0.02, "final_norm": False, "xavier": False},
+    "code": {"projection_norm": "batch", "query_std": 1.0, "final_norm": True, "xavier": True},
+}
+"""The two layouts of `models.long_heads.GDLTHead`'s details (its options): ours, and that of GDLT's released code (xuangch/CVPR22_GDLT:
+BatchNorm after both projection layers, grade queries as an nn.Embedding (N(0, 1)), nn.Transformer's final
+encoder and decoder LayerNorms and its Xavier-uniform initialisation of the transformer's matrices)."""
 
 
 def _unset(value) -> bool:
@@ -177,7 +186,8 @@ def resolve_head_defaults(config: TrainConfig) -> TrainConfig:
     preset = {  # architecture settings only where the head has them (a preset may be used with another head)
         name: value
         for name, value in preset.items()
-        if name not in ARCHITECTURE_SETTINGS or name in HEAD_OPTIONS.get(config.agg, {})
+        if (name not in ARCHITECTURE_SETTINGS or name in HEAD_OPTIONS.get(config.agg, {}))
+        and (name != "gdlt_layout" or config.agg == "gdlt")
     }
     defaults = {**HEAD_DEFAULTS.get(config.agg, PAPER_DEFAULTS), **preset}
     changes = {name: value for name, value in defaults.items() if _unset(getattr(config, name))}
@@ -201,6 +211,8 @@ def head_options(config: TrainConfig) -> dict | None:
     if config.agg not in HEAD_OPTIONS:
         return None
     options = {**HEAD_OPTIONS[config.agg], "dropout": float(config.dropout)}
+    if config.agg == "gdlt":
+        options.update(GDLT_LAYOUTS[config.gdlt_layout or DEFAULT_GDLT_LAYOUT])
     for name in ARCHITECTURE_SETTINGS:
         value = getattr(config, name)
         if value != HEAD_DEFAULT and name in options:

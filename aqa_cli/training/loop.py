@@ -27,6 +27,7 @@ from aqa_cli.evaluation.predict import Predictions
 from aqa_cli.models.heads import AGGREGATIONS, AQAHead, AQAOutput
 from aqa_cli.training.config import (
     ARCHITECTURE_SETTINGS,
+    GDLT_LAYOUTS,
     HEAD_OPTIONS,
     LOSSES,
     OPTIMIZERS,
@@ -118,6 +119,10 @@ def check_optimisation(config: TrainConfig) -> None:
         raise AqaError(
             f"unknown --triplet-mining {config.triplet_mining!r}; choose {' or '.join(TRIPLET_MINING)}"
         )
+    if config.gdlt_layout and config.gdlt_layout not in GDLT_LAYOUTS:
+        raise AqaError(f"unknown --gdlt-layout {config.gdlt_layout!r}; choose {' or '.join(GDLT_LAYOUTS)}")
+    if config.gdlt_layout and config.agg != "gdlt":
+        raise AqaError(f"--gdlt-layout is not a setting of --agg {config.agg}")
     for name in ARCHITECTURE_SETTINGS:
         if getattr(config, name) != -1 and name not in HEAD_OPTIONS.get(config.agg, {}):
             raise AqaError(f"--{name.replace('_', '-')} is not a setting of --agg {config.agg}")
