@@ -14,6 +14,7 @@ from aqa_cli.checkpoints.restore import load_head
 from aqa_cli.models.long_heads import gdlt_hardest_triplet_loss
 from aqa_cli.training.config import GDLT_LAYOUTS, TrainConfig, resolve_config, resolve_head_defaults
 from aqa_cli.training.presets import PRESETS
+from aqa_cli.util.errors import AqaError
 from tests.test_long_integration import long_store  # noqa: F401 - the fixture
 
 GDLT_FISV = {
@@ -161,3 +162,21 @@ def test_the_ensembles_of_an_experiment_share_no_member(long_store: Path, tmp_pa
         for run in (out / "runs").iterdir()
     }
     assert sorted(members.values()) == [["seed0", "seed1"], ["seed2", "seed3"]]
+
+
+def test_the_gdlt_layout_is_a_gdlt_setting_and_fills_its_head_options() -> None:
+    from aqa_cli.training.config import head_options
+    from aqa_cli.training.loop import check_optimisation
+
+    code = resolve_head_defaults(resolve_config(None, {"agg": "gdlt", "gdlt_layout": "code"}))
+    assert {name: head_options(code)[name] for name in GDLT_LAYOUTS["code"]} == GDLT_LAYOUTS["code"]
+    ours = resolve_head_defaults(resolve_config(None, {"agg": "gdlt"}))
+    assert {name: head_options(ours)[name] for name in GDLT_LAYOUTS["aqa"]} == GDLT_LAYOUTS["aqa"]
+    with pytest.raises(AqaError, match="not a setting of --agg attn"):
+        check_optimisation(
+            resolve_head_defaults(resolve_config(None, {"agg": "attn", "gdlt_layout": "code"}))
+        )
+    with pytest.raises(AqaError, match="unknown --gdlt-layout"):
+        check_optimisation(
+            resolve_head_defaults(resolve_config(None, {"agg": "gdlt", "gdlt_layout": "paper"}))
+        )
