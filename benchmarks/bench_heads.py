@@ -23,7 +23,7 @@ import torch
 from common import BIN, log
 from heads_reference import FISV, Config, Trainer, load_fisv
 
-from aqa_cli.training.config import GDLT_LAYOUTS
+from aqa_cli.training.config import GDLT_LAYOUTS, gdlt_head_options
 
 EPOCHS = 5
 TARGET_RATIO = 1.3
@@ -99,8 +99,9 @@ GDLT_FISV = Config(  # the `gdlt-fisv` preset's math (training.presets), label s
         "decoder_layers": 2,
         "queries": 4,
         "dropout": 0.7,
-        **GDLT_LAYOUTS["code"],
+        **gdlt_head_options("code"),
     },
+    standardize=GDLT_LAYOUTS["code"]["standardize"],
     optimizer="sgd",
     lr=0.01,
     weight_decay=1e-4,

@@ -8,10 +8,11 @@ from aqa_cli.models.long_heads import (
     AttnHead,
     GDLTHead,
     MaskedAttentionPool,
+    _attention,
     build_long_head,
     gdlt_triplet_loss,
 )
-from aqa_cli.training.config import GDLT_LAYOUTS
+from aqa_cli.training.config import gdlt_head_options
 from aqa_cli.util.errors import AqaError
 
 D = 16
@@ -25,7 +26,7 @@ def _heads():
             D, width=16, proj_hidden=32, heads=2, encoder_layers=2, decoder_layers=2, dropout=0.3
         ),
         "gdlt-softmax": GDLTHead(D, width=16, proj_hidden=None, heads=4, weighting="softmax"),
-        "gdlt-code": GDLTHead(D, width=16, proj_hidden=32, heads=2, dropout=0.0, **GDLT_LAYOUTS["code"]),
+        "gdlt-code": GDLTHead(D, width=16, proj_hidden=32, heads=2, dropout=0.0, **gdlt_head_options("code")),
     }
 
 
@@ -99,6 +100,29 @@ def test_batchnorm_statistics_come_from_the_real_clips_only():
     first_layer = _heads()["gdlt-code"].clip_layers[0]
     expected = 0.9 * 0 + 0.1 * first_layer(real[mask]).mean(dim=0)  # momentum 0.1 from zeros
     torch.testing.assert_close(statistics[0], expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_attention_weight_dropout_mixes_the_values_but_reports_the_undropped_weights():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out, weights = _attention(q, k, v, mask, heads=2)
+    doubled, reported = _attention(q, k, v, mask, heads=2, weight_dropout=lambda w: 2 * w)
+    torch.testing.assert_close(doubled, 2 * out)  # the values are mixed by what the dropout returns
+    assert torch.equal(reported, weights)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 3))
+    assert (weights[1, :, :, 3:] == 0).all()
+    dropped, reported = _attention(q, k, v, mask, heads=2, weight_dropout=torch.nn.Dropout(0.7).train())
+    assert not torch.allclose(dropped, out) and torch.equal(reported, weights)
+
+
+def test_attention_dropout_adds_no_parameter_and_is_off_in_evaluation():
+    plain = GDLTHead(D, width=16, proj_hidden=32, heads=2, dropout=0.7)
+    dropping = GDLTHead(D, width=16, proj_hidden=32, heads=2, dropout=0.7, attention_dropout=True)
+    dropping.load_state_dict(plain.state_dict())  # the same parameters, strictly
+    features = torch.randn(3, 6, D)
+    plain.eval(), dropping.eval()
+    torch.testing.assert_close(dropping(features).score, plain(features).score)
 
 
 def test_attention_pool_alone():

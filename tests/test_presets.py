@@ -96,9 +96,10 @@ def test_a_preset_run_records_its_settings_and_trains(long_store: Path, tmp_path
         0.7,
     )
     assert {name: options[name] for name in GDLT_LAYOUTS["code"]} == GDLT_LAYOUTS["code"]
-    assert any(
-        isinstance(layer, torch.nn.BatchNorm1d) for layer in load_head(payload, run / LAST).long.clip_layers
-    )
+    head = load_head(payload, run / LAST)
+    assert any(isinstance(layer, torch.nn.BatchNorm1d) for layer in head.long.clip_layers)
+    assert head.long.decoder[0].cross_attn.weight_dropout.p == 0.7  # dropout on the attention weights
+    assert not head.standardize and head.feature_mean.abs().sum() == 0 and (head.feature_std == 1).all()
     assert load_head(payload, run / LAST).quality_range.tolist() == [0.0, 20.0]  # the fixed label scale
     assert payload["metrics"][-1]["lr"] == pytest.approx(1e-4)  # the cosine ends at min_lr
     assert all(row["train_loss"] > 0 for row in payload["metrics"])

@@ -105,8 +105,9 @@ class AQAOutput(NamedTuple):
 class AQAHead(nn.Module):
     """Everything after the backbone, usable on cached clip features (N, K, D) of any width D.
 
-    `head_options` are the options of the long heads (`attn`, `gdlt`: see `models.long_heads`); the
-    paper's `avg` and `wd` take none.
+    `head_options` are the options of the long heads (`attn`, `gdlt`: see `models.long_heads`), plus
+    `standardize` (default True: the long head sees every channel standardized with the training clips'
+    statistics; False: raw features, as GDLT's code); the paper's `avg` and `wd` take none.
 
     `contrastive` (exemplar-based regression, any aggregation): {"exemplars": K, "bank": [M, clips, D], ...}.
     The head then holds a bank of M training videos' features and qualities (`set_exemplars`), and a
@@ -135,8 +136,11 @@ class AQAHead(nn.Module):
         self.agg = agg
         if agg in LONG_HEADS or contrastive:  # the [0, 1] units of the long heads and of differences
             self.register_buffer("quality_range", torch.tensor([0.0, 1.0]))
+        self.standardize = True
         if agg in LONG_HEADS:
-            self.long = build_long_head(agg, feature_dim, **(head_options or {}))
+            options = dict(head_options or {})
+            self.standardize = bool(options.pop("standardize", True))
+            self.long = build_long_head(agg, feature_dim, **options)
             self.register_buffer("feature_mean", torch.zeros(feature_dim))
             self.register_buffer("feature_std", torch.ones(feature_dim))
             pooled_dim = self.long.pooled_dim

@@ -138,9 +138,13 @@ class AttnHead(nn.Module):
         return LongHeadOutput(self.regressor(video).squeeze(-1).float(), weights, None, video)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, heads: int) -> tuple[Tensor, Tensor]:
+def _attention(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, heads: int, weight_dropout: nn.Module | None = None
+) -> tuple[Tensor, Tensor]:
     """Multi-head scaled dot-product attention. q (N, Lq, E), k/v (N, Lk, E), key_mask (N, Lk) True=real.
-    Returns (out (N, Lq, E), weights (N, heads, Lq, Lk)), weights exactly 0 on padded keys."""
+    Returns (out (N, Lq, E), weights (N, heads, Lq, Lk)), weights exactly 0 on padded keys. With
+    `weight_dropout` the values are mixed by dropped-out weights (as nn.MultiheadAttention's dropout); the
+    weights returned are the undropped ones, so the clip weights we report stay a distribution."""
     n, lq, e = q.shape
     lk = k.shape[1]
     d = e // heads
@@ -150,31 +154,36 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, heads: int) ->
     logits = (q @ k.transpose(-1, -2)).float() / math.sqrt(d)
     logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     weights = logits.softmax(dim=-1)
-    out = (weights.to(v.dtype) @ v).transpose(1, 2).reshape(n, lq, e)
+    mixing = weights if weight_dropout is None else weight_dropout(weights)
+    out = (mixing.to(v.dtype) @ v).transpose(1, 2).reshape(n, lq, e)
     return out, weights
 
 
 class _MHA(nn.Module):
-    def __init__(self, width: int, heads: int, dropout: float) -> None:
+    """Multi-head attention with dropout on its output and, with `attention_dropout`, on its weights too."""
+
+    def __init__(self, width: int, heads: int, dropout: float, attention_dropout: bool = False) -> None:
         super().__init__()
         if width % heads:
             raise AqaError(f"model width {width} is not a multiple of the number of heads {heads}")
         self.heads = heads
         self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
         self.dropout = nn.Dropout(dropout)
+        self.weight_dropout = nn.Dropout(dropout) if attention_dropout else None
 
     def forward(self, query: Tensor, memory: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
-        out, weights = _attention(self.q(query), self.k(memory), self.v(memory), key_mask, self.heads)
-        # dropout on the output, not on the attention weights: the weights we report stay a distribution
+        out, weights = _attention(
+            self.q(query), self.k(memory), self.v(memory), key_mask, self.heads, self.weight_dropout
+        )
         return self.dropout(self.o(out)), weights
 
 
 class _EncoderLayer(nn.Module):
     """Post-norm transformer encoder layer (as nn.TransformerEncoderLayer's default), masked keys."""
 
-    def __init__(self, width: int, heads: int, ff: int, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, ff: int, dropout: float, attention_dropout: bool) -> None:
         super().__init__()
-        self.attn = _MHA(width, heads, dropout)
+        self.attn = _MHA(width, heads, dropout, attention_dropout)
         self.ff = nn.Sequential(nn.Linear(width, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, width))
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
@@ -187,10 +196,10 @@ class _EncoderLayer(nn.Module):
 class _DecoderLayer(nn.Module):
     """Post-norm transformer decoder layer: query self-attention, cross-attention to the clips, FFN."""
 
-    def __init__(self, width: int, heads: int, ff: int, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, ff: int, dropout: float, attention_dropout: bool) -> None:
         super().__init__()
-        self.self_attn = _MHA(width, heads, dropout)
-        self.cross_attn = _MHA(width, heads, dropout)
+        self.self_attn = _MHA(width, heads, dropout, attention_dropout)
+        self.cross_attn = _MHA(width, heads, dropout, attention_dropout)
         self.ff = nn.Sequential(nn.Linear(width, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, width))
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
@@ -214,7 +223,8 @@ class GDLTHead(nn.Module):
     weights (`weighting`: "sigmoid" = GDLT's sigmoid(logit) / sum, "softmax" = softmax over the queries),
     and the score sum_q weight_q * grade_q with grade_q = linspace(0, 1, queries). `xavier`: the
     transformer's weight matrices Xavier-uniform (nn.Transformer's initialisation) instead of PyTorch's
-    Linear default. Per-clip weights: the last decoder layer's cross-attention averaged over queries and
+    Linear default. `attention_dropout`: dropout on the attention weights as well as on the attention
+    outputs (nn.MultiheadAttention's, which GDLT's code uses with its 0.7). Per-clip weights: the last decoder layer's cross-attention averaged over queries and
     heads. `training.config.GDLT_LAYOUTS` names two sets of these details: ours (the defaults) and
     GDLT's code's.
     """
@@ -235,6 +245,7 @@ class GDLTHead(nn.Module):
         query_std: float = 0.02,
         final_norm: bool = False,
         xavier: bool = False,
+        attention_dropout: bool = False,
     ) -> None:
         super().__init__()
         if weighting not in ("sigmoid", "softmax"):
@@ -253,10 +264,12 @@ class GDLTHead(nn.Module):
         layers.append(nn.BatchNorm1d(width) if projection_norm == "batch" else nn.LayerNorm(width))
         self.clip_layers = nn.Sequential(*layers)
         self.encoder = nn.ModuleList(
-            _EncoderLayer(width, heads, ff_mult * width, dropout) for _ in range(encoder_layers)
+            _EncoderLayer(width, heads, ff_mult * width, dropout, attention_dropout)
+            for _ in range(encoder_layers)
         )
         self.decoder = nn.ModuleList(
-            _DecoderLayer(width, heads, ff_mult * width, dropout) for _ in range(decoder_layers)
+            _DecoderLayer(width, heads, ff_mult * width, dropout, attention_dropout)
+            for _ in range(decoder_layers)
         )
         self.encoder_norm = nn.LayerNorm(width) if final_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(width) if final_norm else nn.Identity()

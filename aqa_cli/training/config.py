@@ -162,12 +162,33 @@ ARCHITECTURE_SETTINGS = ("width", "proj_hidden", "encoder_layers", "decoder_laye
 """TrainConfig settings that change HEAD_OPTIONS (-1: the head's own)."""
 DEFAULT_GDLT_LAYOUT = "aqa"
 GDLT_LAYOUTS = {
-    "aqa": {"projection_norm": "layer", "query_std": 0.02, "final_norm": False, "xavier": False},
-    "code": {"projection_norm": "batch", "query_std": 1.0, "final_norm": True, "xavier": True},
+    "aqa": {
+        "projection_norm": "layer",
+        "query_std": 0.02,
+        "final_norm": False,
+        "xavier": False,
+        "attention_dropout": False,
+        "standardize": True,
+    },
+    "code": {
+        "projection_norm": "batch",
+        "query_std": 1.0,
+        "final_norm": True,
+        "xavier": True,
+        "attention_dropout": True,
+        "standardize": False,
+    },
 }
-"""The two layouts of `models.long_heads.GDLTHead`'s details (its options): ours, and that of GDLT's released code (xuangch/CVPR22_GDLT:
-BatchNorm after both projection layers, grade queries as an nn.Embedding (N(0, 1)), nn.Transformer's final
-encoder and decoder LayerNorms and its Xavier-uniform initialisation of the transformer's matrices)."""
+"""The two layouts of `models.long_heads.GDLTHead`'s details (its options, and `standardize` of
+`models.heads.AQAHead`): ours, and that of GDLT's released code (xuangch/CVPR22_GDLT: BatchNorm after both
+projection layers, grade queries as an nn.Embedding (N(0, 1)), nn.Transformer's final encoder and decoder
+LayerNorms and its Xavier-uniform initialisation of the transformer's matrices, nn.MultiheadAttention's
+dropout on the attention weights, and the features as they are, not standardized)."""
+
+
+def gdlt_head_options(layout: str) -> dict:
+    """A GDLT layout's options of `models.long_heads.GDLTHead` itself (without AQAHead's `standardize`)."""
+    return {name: value for name, value in GDLT_LAYOUTS[layout].items() if name != "standardize"}
 
 
 def _unset(value) -> bool:

@@ -162,7 +162,8 @@ def train_heads(
     if state is None:
         start_regressor_at_mean_quality(head, train_scores, train_difficulties)
         if head.is_long:
-            head.set_standardization(*clip_statistics(config.features, rows["train"], data))
+            if head.standardize:
+                head.set_standardization(*clip_statistics(config.features, rows["train"], data))
             if config.label_scale > 0:  # a fixed maximum instead of the training range
                 head.set_quality_range(0.0, config.label_scale)
         if bank is not None:
