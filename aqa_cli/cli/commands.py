@@ -71,9 +71,10 @@ TripletMiningOption = Annotated[
 GdltLayoutOption = Annotated[
     GdltLayout | None,
     typer.Option(
-        help="gdlt details: aqa (LayerNorm after the projection, small query init, PyTorch's init) or code "
-        "(GDLT's released code: BatchNorm after both projection layers, N(0, 1) queries, final encoder and "
-        "decoder LayerNorms, Xavier init). (default: aqa)",
+        help="gdlt details: aqa (standardized features, LayerNorm after the projection, small query init, "
+        "PyTorch's init) or code (GDLT's released code: raw features, BatchNorm after both projection layers, "
+        "N(0, 1) queries, final encoder and decoder LayerNorms, Xavier init, dropout on the attention "
+        "weights). (default: aqa)",
     ),
 ]
 WidthOption = Annotated[int | None, typer.Option(help="attn/gdlt model width. (default: 128)")]

@@ -8,11 +8,10 @@ features projected 1024 -> 512 -> 256, 1 encoder and 2 decoder layers, 4 grade q
 divided by a fixed maximum (TES 45, PCS 40); training on random 124-clip runs, evaluation on the whole
 video; SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 32, cosine decay to 1e-4; 320 epochs for TES, 400
 for PCS; MSE plus 0.5 x the hardest-mining triplet term on the query outputs (margin 1, cosine distance, as
-the code computes it); the code's layout of the head (`--gdlt-layout code`: BatchNorm after both projection
-layers, with statistics of the real clips only, N(0, 1) grade queries, final encoder and decoder LayerNorms,
-Xavier-initialised transformer). Differences from the code: input features standardized per channel, the
-cosine schedule per step instead of per epoch, and dropout on the attention outputs but not on the attention
-weights (the clip weights we report stay a distribution).
+the code computes it); the code's layout of the head (`--gdlt-layout code`: raw features, BatchNorm after
+both projection layers, with statistics of the real clips only, N(0, 1) grade queries, final encoder and
+decoder LayerNorms, Xavier-initialised transformer, dropout on the attention weights). Differences from the
+code: the cosine schedule per step instead of per epoch, and the per-query score logits' initialisation.
 """
 
 from __future__ import annotations
