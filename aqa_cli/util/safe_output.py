@@ -17,8 +17,9 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 from aqa_cli.util.errors import AqaError
 
@@ -106,23 +107,47 @@ def writer_lock(
     lock_path: Path, target: Path, remedy: str = DEFAULT_REMEDY, *, wait: bool = False
 ) -> Iterator[None]:
     """Hold an exclusive advisory lock on `lock_path` (the OS drops it if this process dies), or stop
-    with one line saying that another aqa process is writing `target`; with `wait`, wait for it instead."""
+    with one line saying that another aqa process is writing `target`; with `wait`, wait for it instead.
+    The lock file is removed when the block ends, while still held, so no empty file stays beside the
+    output; a process that opened it just before then finds it gone and locks the new one."""
+    handle = _lock_file(lock_path, target, remedy, wait)
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a")  # noqa: SIM115 - held for the whole block
-    except OSError as exc:
-        raise write_error(exc, lock_path, remedy) from exc
-    try:
+        yield
+    finally:
+        with suppress(OSError):
+            lock_path.unlink()
+        handle.close()
+
+
+def _lock_file(lock_path: Path, target: Path, remedy: str, wait: bool) -> IO:
+    """The open, exclusively locked lock file that `lock_path` names now."""
+    while True:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a")  # noqa: SIM115 - held for the whole block
+        except OSError as exc:
+            raise write_error(exc, lock_path, remedy) from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            handle.close()
             raise AqaError(
                 f"another aqa process is writing {target} (it holds {lock_path}); "
                 "wait for it to finish or stop it, then rerun"
             ) from None
-        yield
-    finally:
-        handle.close()
+        if _names(lock_path, handle):
+            return handle
+        handle.close()  # its holder removed it while we waited for it
+
+
+def _names(path: Path, handle: IO) -> bool:
+    """Whether `path` still names the open file `handle`."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def output_lock(path: Path, remedy: str = DEFAULT_REMEDY):
