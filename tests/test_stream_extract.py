@@ -29,7 +29,8 @@ from aqa_cli.pipelines.stream_extract import extract_from_videos
 from aqa_cli.stores.feature_store import FeatureStore
 from tests.helpers import read_video
 
-TINY = ["--recipe", "tiny-test", "--clip", "8", "--batch-size", "32", "--workers", "2"]
+# fp32: the reference features below are computed in fp32 ("auto" is bf16 on a CPU with native bf16)
+TINY = ["--recipe", "tiny-test", "--clip", "8", "--batch-size", "32", "--workers", "2", "--precision", "fp32"]
 
 
 def sha256(path: Path) -> str:
@@ -169,7 +170,9 @@ def test_killed_extraction_reruns_to_the_same_bytes_and_shards_merge_to_them(
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not killed.exists() and len(list(partial.glob("video-*.npz"))) < 32, "finished before the kill"
-    options = StreamExtractOptions(str(programs), "tiny-test", clip=8, batch_size=32, workers=2)
+    options = StreamExtractOptions(
+        str(programs), "tiny-test", clip=8, batch_size=32, workers=2, precision="fp32"
+    )
     rerun = extract_from_videos(dataclasses.replace(options, out=str(killed)))
     assert rerun.reused >= 3 and rerun.computed == 32 - rerun.reused and sha256(killed) == sha256(extracted)
     assert not partial.exists()
@@ -201,3 +204,107 @@ def test_a_frame_count_that_decoding_contradicts_is_recounted(programs: Path) ->
     StreamWork()(plan_stream(recipe, sample, true_count + 5, probe.width, probe.height), messages.append)
     assert messages[-1] == Recount("program_001", true_count)
     assert all(isinstance(message, FrameChunk) for message in messages[:-1])
+
+
+def test_samples_of_one_video_are_decoded_in_one_pass_to_what_each_alone_gets(
+    programs: Path, monkeypatch
+) -> None:
+    """Like MTL-AQA's dives of one event video: ranges of one file (overlapping, one past its end) are one
+    decode, and each gets exactly the chunks and the ending it gets when streamed alone."""
+    import aqa_cli.media.streaming as streaming
+    from aqa_cli.media.sources.base import Sample
+    from aqa_cli.models.streamed import plan_stream
+
+    recipe = get_recipe("tiny-test", clip=8)
+    source = str(programs.parent / "program_007.mp4")
+    count = len(read_video(source, (8, 8))[0])
+    ranges = {
+        "early": (0, 24),
+        "late": (count - 30, count),
+        "overlap": (10, 50),
+        "beyond": (count - 16, count + 8),
+    }
+    probe = streaming.probe_sample(Sample(id="whole", source=source))
+    jobs = [
+        plan_stream(
+            recipe,
+            Sample(id=name, source=source, first=first, last=last),
+            last - first,
+            probe.width,
+            probe.height,
+        )
+        for name, (first, last) in ranges.items()
+    ]
+    opened: list[str] = []
+
+    class CountingDecoder(streaming.VideoDecoder):
+        def __init__(self, path, *args, **kwargs):
+            opened.append(path)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(streaming, "VideoDecoder", CountingDecoder)
+    (group,) = streaming.group_streams(jobs)
+    together: list = []
+    streaming.StreamWork(chunk=5)(group, together.append)
+    assert opened == [source]
+
+    def by_sample(messages: list) -> dict[str, tuple]:
+        out = {}
+        for name in ranges:
+            mine = [m for m in messages if m.id == name]
+            chunks = [m for m in mine if isinstance(m, streaming.FrameChunk)]
+            frames = np.concatenate([c.frames for c in chunks]) if chunks else None
+            times = np.concatenate([c.times for c in chunks]) if chunks else None
+            out[name] = (frames, times, [c.position for c in chunks], mine[-1])
+        return out
+
+    alone: list = []
+    for job in jobs:
+        streaming.StreamWork(chunk=5)(job, alone.append)
+    grouped, separate = by_sample(together), by_sample(alone)
+    for name in ("early", "late", "overlap"):
+        assert isinstance(grouped[name][3], streaming.Finished), grouped[name][3]
+        np.testing.assert_array_equal(grouped[name][0], separate[name][0])
+        np.testing.assert_array_equal(grouped[name][1], separate[name][1])
+        assert grouped[name][2:] == separate[name][2:]
+        assert len(grouped[name][0]) == len(jobs[list(ranges).index(name)].selected)
+    assert grouped["beyond"][3] == separate["beyond"][3]
+    assert (
+        isinstance(grouped["beyond"][3], streaming.Failure)
+        and f"has {count} frames" in grouped["beyond"][3].reason
+    )
+
+
+def test_an_extracted_range_of_a_video_is_the_range_streamed_alone(programs: Path, tmp_path: Path) -> None:
+    """`aqa extract` of a manifest with three ranges of one video (one decode) stores each range's features
+    as scoring that range alone computes them."""
+    from aqa_cli.media.sources.base import Sample
+    from aqa_cli.models.recipes import build_feature_network
+    from aqa_cli.models.streamed import stream_video_features
+    from tests.helpers import run_aqa
+
+    source = programs.parent / "program_003.mp4"
+    count = len(read_video(source, (8, 8))[0])
+    ranges = [(0, 32), (8, 40), (count - 24, count)]
+    manifest = tmp_path / "ranges.csv"
+    lines = ["path,score,split,id,start,end"]
+    lines += [f"{source},{i + 1},train,range_{i},{first},{last}" for i, (first, last) in enumerate(ranges)]
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ranges.h5"
+    run_aqa("extract", manifest, *TINY, "--out", out, check=0)
+    recipe = get_recipe("tiny-test", clip=8)
+    network, _ = build_feature_network(recipe)
+    with FeatureStore(out) as store:
+        assert list(store.column("id")) == ["range_0", "range_1", "range_2"]
+        precision = store.attributes["precision"]  # what "auto" chose on this machine
+        for row, (first, last) in enumerate(ranges):
+            alone = stream_video_features(
+                Sample(id="alone", source=str(source), first=first, last=last),
+                recipe,
+                network,
+                torch.device("cpu"),
+                precision,
+                32,
+            )
+            assert store.features(row).shape == ((last - first) // 8, 16)
+            np.testing.assert_array_equal(store.features(row), alone.features)

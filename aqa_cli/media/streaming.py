@@ -1,15 +1,20 @@
 """Raw video to a recipe's frames in bounded chunks, for `aqa extract --recipe` (torch-free: it runs in the
 decode workers of `media.worker_pool`).
 
-Two kinds of job, each one sample (a whole video, or a `[first, last)` range of one):
+Two kinds of job:
 
-* `ProbeWork` says how many frames the sample has and its display size. The count comes from a demux
-  pass (no decoding, so cheap); header counts are never used.
-* `StreamWork` decodes the sample once and sends the frames the recipe selected, resized and cropped by
-  the recipe's spatial plan, as `FrameChunk`s of at most `chunk` frames: a worker holds one chunk, and the pipe to the
-  main process blocks it while the main process is busy, so memory stays flat in the video's length. Decoding counts the frames for real; when that count differs from the probe's (a
-  damaged packet, a codec that packs two frames in one), the job ends with `Recount` instead of
-  `Finished`, and the main process selects again with the true count.
+* `ProbeWork` (one sample: a whole video, or a `[first, last)` range of one) says how many frames the
+  sample has and its display size. The count comes from a demux pass (no decoding, so cheap); header
+  counts are never used.
+* `StreamWork` (a `StreamGroup`: the stream jobs of one video file, e.g. every dive of an MTL-AQA event
+  video, `group_streams`) decodes the file once, up to the last frame any of them needs, and sends each
+  sample the frames the recipe selected, resized and cropped by the recipe's spatial plan, as
+  `FrameChunk`s of at most `chunk` frames: a worker holds one chunk per sample, and the pipe to the main
+  process blocks it while the main process is busy, so memory stays flat in the video's length. Each
+  sample ends with `Finished` as soon as the decode passes its range. Decoding counts the frames for
+  real; when that count differs from the probe's (a damaged packet, a codec that packs two frames in
+  one), the sample ends with `Recount` instead, and the main process selects again with the true
+  count.
 
 Rotation, variable frame rate and damaged packets are handled by `media.decoder`, as in preprocess.
 
@@ -83,6 +88,27 @@ class StreamJob:
     size: tuple[int, int]  # the video's display (width, height)
 
 
+@dataclass(frozen=True)
+class StreamGroup:
+    """Stream jobs of one video file with one spatial plan, decoded in one pass."""
+
+    jobs: tuple[StreamJob, ...]
+
+    def without(self, done: set[str]) -> StreamGroup | None:
+        """The group less the samples in `done` (None: nothing left)."""
+        left = tuple(job for job in self.jobs if job.sample.id not in done)
+        return StreamGroup(left) if left else None
+
+
+def group_streams(jobs: list[StreamJob]) -> list[StreamGroup]:
+    """The jobs as groups of one video file each (in the order their files first appear), so that a file
+    holding many samples (an event video's dives) is decoded once, not once per sample."""
+    groups: dict[tuple[str, str], list[StreamJob]] = {}
+    for job in jobs:
+        groups.setdefault((job.sample.source, repr(sorted(job.plan.items()))), []).append(job)
+    return [StreamGroup(tuple(members)) for members in groups.values()]
+
+
 def probe_sample(sample: Sample) -> Probe:
     """The sample's frame count and display size (see the module docstring)."""
     if sample.source_kind != VIDEO:
@@ -142,68 +168,118 @@ class ProbeWork:
 
 @dataclass(frozen=True)
 class StreamWork:
-    """The worker side of a stream job: see the module docstring."""
+    """The worker side of a stream job or group: see the module docstring."""
 
     resizer: str = "exact"
     threads: int = 1
     chunk: int = CHUNK_FRAMES
 
-    def __call__(self, job: StreamJob, emit: Callable[[Any], None]) -> None:
+    def __call__(self, work: StreamJob | StreamGroup, emit: Callable[[Any], None]) -> None:
+        group = work if isinstance(work, StreamGroup) else StreamGroup((work,))
+        streams = []
+        for job in group.jobs:
+            selected = np.asarray(job.selected, dtype=np.int64)
+            if len(selected) and (np.diff(selected) < 0).any():
+                emit(
+                    Failure(
+                        job.sample.id,
+                        f"internal error: the recipe selected the frames of {job.sample.id} out of order",
+                    )
+                )
+            else:
+                streams.append(_SampleStream(job, selected, self.chunk, emit))
         try:
-            self._stream(job, emit)
+            self._decode(group.jobs[0], streams)
         except AqaError as exc:
-            emit(Failure(job.sample.id, str(exc)))
+            for stream in streams:
+                if not stream.ended:
+                    emit(Failure(stream.job.sample.id, str(exc)))
 
-    def _stream(self, job: StreamJob, emit: Callable[[Any], None]) -> None:
-        sample, selected = job.sample, np.asarray(job.selected, dtype=np.int64)
-        if len(selected) and (np.diff(selected) < 0).any():
-            raise AqaError(f"internal error: the recipe selected the frames of {sample.id} out of order")
-        first = sample.first or 0
-        end = None if sample.last is None else sample.last
-        wanted = set((first + selected).tolist())
-        pending: list[np.ndarray] = []
-        times: list[float] = []
-        position = sent = 0
-        last_index = first - 1
+    def _decode(self, like: StreamJob, streams: list[_SampleStream]) -> None:
+        """Decode `like`'s file once, feeding every stream the frames of its range."""
+        if not streams:
+            return
+        ends = [stream.end for stream in streams]
+        end = None if None in ends else max(ends)
+        wanted = set().union(*(stream.wanted for stream in streams))
+        last_index = -1
         origin = 0.0  # times count from the video's first frame
         scaler = VideoReformatter()
         ffmpeg = self.resizer == "ffmpeg"
-        decoded_size = tuple(job.plan["resize"]) if ffmpeg else None
-        interpolation = _filter(job.plan) if ffmpeg else INTERPOLATION
-        with VideoDecoder(sample.source, decoded_size, self.threads, interpolation) as decoder:
+        decoded_size = tuple(like.plan["resize"]) if ffmpeg else None
+        interpolation = _filter(like.plan) if ffmpeg else INTERPOLATION
+        with VideoDecoder(like.sample.source, decoded_size, self.threads, interpolation) as decoder:
             fps = decoder.info.fps
             for index, frame in decoder.frames(wanted=wanted.__contains__):
                 if index == 0 and decoder.time is not None:
                     origin = decoder.time
+                for stream in streams:  # the samples whose range ended with the frame before
+                    if not stream.ended and stream.end is not None and index >= stream.end:
+                        stream.close(index - 1, decoder.frames_lost, decoder.info.fps or fps)
                 if end is not None and index >= end:
                     break
                 last_index = index
                 if frame is None:
                     continue
                 if ffmpeg:
-                    planned = ffmpeg_plan_rest(frame, job.plan, scaler)
+                    planned = ffmpeg_plan_rest(frame, like.plan, scaler)
                 else:
-                    planned = spatial.apply_spatial_plan(frame[None], job.plan)[0]
+                    planned = spatial.apply_spatial_plan(frame[None], like.plan)[0]
                 moment = (
                     decoder.time - origin if decoder.time is not None else (index / fps if fps else math.nan)
                 )
-                while position < len(selected) and first + selected[position] == index:
-                    pending.append(planned)
-                    times.append(moment)
-                    position += 1
-                    if len(pending) == self.chunk:
-                        emit(FrameChunk(sample.id, sent, np.stack(pending), np.array(times)))
-                        sent += len(pending)
-                        pending, times = [], []
+                for stream in streams:
+                    stream.take(index, planned, moment)
             frames_lost, fps = decoder.frames_lost, decoder.info.fps or fps
-        decoded = last_index + 1 - first
-        if decoded != job.frames:
-            if end is not None and decoded < job.frames:
-                raise AqaError(
-                    f"{sample.source} has {last_index + 1} frames but sample {sample.id} needs frames up to {end}"
+        for stream in streams:
+            if not stream.ended:
+                stream.close(last_index, frames_lost, fps)
+
+
+class _SampleStream:
+    """One sample of a decode pass: its selected frames as chunks, then how it ended."""
+
+    def __init__(self, job: StreamJob, selected: np.ndarray, chunk: int, emit: Callable[[Any], None]):
+        self.job, self.selected, self.chunk, self.emit = job, selected, chunk, emit
+        self.first = job.sample.first or 0
+        self.end = job.sample.last
+        self.wanted = set((self.first + selected).tolist())
+        self.pending: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.position = self.sent = 0
+        self.ended = False
+
+    def take(self, index: int, planned: np.ndarray, moment: float) -> None:
+        """Frame `index` of the file: kept once for each time the recipe selected it."""
+        while self.position < len(self.selected) and self.first + self.selected[self.position] == index:
+            self.pending.append(planned)
+            self.times.append(moment)
+            self.position += 1
+            if len(self.pending) == self.chunk:
+                self._send()
+
+    def _send(self) -> None:
+        self.emit(FrameChunk(self.job.sample.id, self.sent, np.stack(self.pending), np.array(self.times)))
+        self.sent += len(self.pending)
+        self.pending, self.times = [], []
+
+    def close(self, last_index: int, frames_lost: int, fps: float | None) -> None:
+        """The decode passed the sample's range (or the file ended at `last_index`)."""
+        self.ended = True
+        sample = self.job.sample
+        decoded = max(0, last_index + 1 - self.first)
+        if decoded != self.job.frames:
+            if self.end is not None and decoded < self.job.frames:
+                self.emit(
+                    Failure(
+                        sample.id,
+                        f"{sample.source} has {last_index + 1} frames but sample {sample.id} needs frames "
+                        f"up to {self.end}",
+                    )
                 )
-            emit(Recount(sample.id, decoded))
+            else:
+                self.emit(Recount(sample.id, decoded))
             return
-        if pending:
-            emit(FrameChunk(sample.id, sent, np.stack(pending), np.array(times)))
-        emit(Finished(sample.id, frames_lost, fps))
+        if self.pending:
+            self._send()
+        self.emit(Finished(sample.id, frames_lost, fps))

@@ -31,8 +31,10 @@ from aqa_cli.media.streaming import (
     FrameChunk,
     ProbeWork,
     Recount,
+    StreamGroup,
     StreamJob,
     StreamWork,
+    group_streams,
 )
 from aqa_cli.media.worker_pool import WorkerPool
 from aqa_cli.models.recipes import build_feature_network, get_recipe
@@ -198,10 +200,12 @@ class _Run:
             return None
 
     def _stream(self, pool: WorkerPool, jobs: list[StreamJob]) -> list[StreamJob]:
-        """Stream the jobs; return the ones to run again with their true frame count."""
+        """Stream the jobs, one decode per video file; return the ones to run again with their true frame
+        count."""
         assemblers = {}
         again: list[StreamJob] = []
         by_id = {job.sample.id: job for job in jobs}
+        ended: set[str] = set()  # samples stored, failed or to recount
 
         def assembler(sample_id: str) -> ClipAssembler:
             if sample_id not in assemblers:
@@ -213,7 +217,9 @@ class _Run:
         def receive(message) -> None:
             if isinstance(message, FrameChunk):
                 assembler(message.id).add(message)
-            elif isinstance(message, Finished):
+                return
+            ended.add(message.id)
+            if isinstance(message, Finished):
                 self._store(message.id, assembler(message.id).finish(message))
                 assemblers.pop(message.id)
             elif isinstance(message, Recount):
@@ -226,11 +232,18 @@ class _Run:
                 assemblers.pop(message.id, None)
                 self._fail(message.id, message.reason)
 
-        def remaining(job: StreamJob) -> StreamJob | None:
-            assemblers.pop(job.sample.id, None)  # it streams again from its first frame
-            return job
+        def remaining(group: StreamGroup) -> StreamGroup | None:
+            left = group.without(ended)
+            for job in left.jobs if left else ():
+                assemblers.pop(job.sample.id, None)  # it streams again from its first frame
+            return left
 
-        pool.run(jobs, StreamWork(self.resize), receive, self._gave_up, remaining)
+        def gave_up(group: StreamGroup, reason: str) -> None:
+            for job in group.jobs:
+                if job.sample.id not in ended:
+                    self._gave_up(job, reason)
+
+        pool.run(group_streams(jobs), StreamWork(self.resize), receive, gave_up, remaining)
         return again
 
     def _store(self, sample_id: str, found: VideoFeatures) -> None:
