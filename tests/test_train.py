@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from aqa_cli.checkpoints.io import load_checkpoint
+from aqa_cli.evaluation.evaluate import evaluate_checkpoint
 
 TINY = [
     "--depth",
@@ -185,6 +186,8 @@ def test_two_cpu_processes_with_torchrun(small_store: Path, tmp_path: Path) -> N
         *TINY,
         "--accumulate",  # two batches per step: the first under DDP's no_sync
         "2",
+        "--val-fraction",  # 3 validation videos: each rank predicts its share, gathered in order
+        "0.25",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -192,8 +195,13 @@ def test_two_cpu_processes_with_torchrun(small_store: Path, tmp_path: Path) -> N
     assert payload["epoch"] == 2
     assert len(payload["rank_rng"]) == 2  # each rank resumes with its own random states
     with open(run / "metrics.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2
-    assert not list(run.glob("*.tmp"))
+        last = list(csv.DictReader(f))[-1]
+    assert last["epoch"] == "2"
+    for split in ("val", "test"):  # the sharded evaluation is what one process measures
+        alone = evaluate_checkpoint(None, run / "last.pt", None, split, "cpu", 2)
+        assert float(last[f"{split}_rho"]) == pytest.approx(alone["rho"], abs=1e-6), split
+        assert float(last[f"{split}_r_l2"]) == pytest.approx(alone["r_l2"], rel=1e-4), split
+    assert not list(run.glob("*.tmp")) and not (run / "train.lock").exists()
 
 
 @pytest.mark.parametrize(

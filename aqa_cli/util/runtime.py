@@ -160,6 +160,13 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every rank: after a training step each rank holds
+        those of its own batches, which DistributedDataParallel replaces only at the next forward."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
+
     def gather(self, value) -> list:
         """Every rank's `value`, in rank order (on every rank); [value] without a group."""
         if not self.enabled:
