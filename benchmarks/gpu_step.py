@@ -55,13 +55,13 @@ FULL = dict(
     warmup=3,
     steps=10,
 )
-SMOKE = dict(
+SMOKE = dict(  # 8-frame clips: see gpu_check.SMOKE
     depth=10,
-    clip=4,
-    frames=8,
+    clip=8,
+    frames=16,
     crop=8,
     batch=2,
-    stored=12,
+    stored=20,
     height=16,
     width=16,
     samples=4,

@@ -27,8 +27,7 @@ def test_a_second_writer_is_refused_and_no_lock_file_stays(tmp_path: Path) -> No
 
 def test_a_waiting_writer_locks_the_file_the_path_names_after_the_holder_removed_it(tmp_path: Path) -> None:
     lock, target = tmp_path / "x.lock", tmp_path / "x"
-    holding = threading.Event()
-    release = threading.Event()
+    holding, tried, release = threading.Event(), threading.Event(), threading.Event()
     refused: list[str] = []
 
     def waiter() -> None:
@@ -39,6 +38,7 @@ def test_a_waiting_writer_locks_the_file_the_path_names_after_the_holder_removed
                     pass
             except AqaError as exc:
                 refused.append(str(exc))
+            tried.set()
             release.wait(10)
 
     with writer_lock(lock, target):
@@ -46,7 +46,7 @@ def test_a_waiting_writer_locks_the_file_the_path_names_after_the_holder_removed
         thread.start()
         time.sleep(0.3)  # the waiter is blocked on the holder's lock file
         assert not holding.is_set()
-    assert holding.wait(10)
+    assert holding.wait(10) and tried.wait(10)
     assert lock.exists() and len(refused) == 1 and "another aqa process" in refused[0]
     release.set()
     thread.join(10)

@@ -245,7 +245,8 @@ def test_same_numbers_as_eval_through_a_preprocessed_store(
     aqa("preprocess", manifest, "--frames", STORED_FRAMES, "--out", store, "--workers", 1, check=0)
     trained = load_trained_model(run_dir / "last.pt")
     evaluated = predict(trained.model, store, [0], trained.window, torch.device("cpu"))
-    [scored] = score_videos([video], [2.7], run_dir, device="cpu")
+    # fp32 as predict (score's "auto" is bf16 on a CPU with native bf16)
+    [scored] = score_videos([video], [2.7], run_dir, device="cpu", precision="fp32")
     assert scored["quality"] == pytest.approx(float(evaluated.quality[0]), rel=1e-5, abs=1e-6)
     assert scored["score"] == pytest.approx(float(evaluated.score[0]), rel=1e-5, abs=1e-6)
     with VideoStore(store) as stored:

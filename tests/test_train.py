@@ -234,9 +234,9 @@ def test_bad_training_input_gives_one_clear_line(
 
 
 def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
-    """Splash size and entry angle carry the quality: a ResNet-10 must rank unseen dives far better than
+    """Splash size and entry angle carry the quality: a ResNet-10 must rank 12 unseen dives far better than
     difficulty alone (an untrained model stays near that baseline)."""
-    aqa("synth", tmp_path / "videos", "--videos", "32", "--seed", "5", check=0)
+    aqa("synth", tmp_path / "videos", "--videos", "48", "--seed", "5", check=0)
     aqa(
         "preprocess",
         tmp_path / "videos" / "manifest.csv",
