@@ -57,11 +57,13 @@ FULL = dict(
     crop=112,
     batch=4,
 )
-# bf16 and fp16 convolutions on a CPU without native bf16 take seconds per step even this small. Clips of
-# 8 frames: with 4, torch's CPU bf16 backward of the last stride-2 3D convolution (one frame left) corrupts
-# the heap on CPUs with native bf16 (torch 2.14.1, oneDNN); the clips AQA uses have 8 or more frames.
+# bf16 and fp16 convolutions on a CPU without native bf16 take seconds per step even this small. No
+# dimension shrinks to one (16 frames -> 2, 32 pixels -> 2 after the stem and three stride-2 stages): with
+# 4-frame clips torch 2.14.1's CPU bf16 backward of a stride-2 3D convolution on one frame corrupted the heap
+# on a CPU with native bf16, and with 8 frames and 16 pixels (layer4 on 2 -> 1) an fp16 resume read a nan
+# loss on CI's CPU but not on ours. The clips AQA trains on keep every dimension above one.
 SMOKE = dict(
-    samples=8, stored=10, height=16, width=16, depth=10, conv="3d", clip=8, frames=8, crop=16, batch=6
+    samples=8, stored=20, height=36, width=36, depth=10, conv="3d", clip=16, frames=16, crop=32, batch=6
 )
 
 
@@ -249,6 +251,12 @@ def environment(smoke: bool) -> dict:
         "cpus": os.cpu_count(),
         "pyav": _imports("av"),
         "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+        # which CPU kernels the smoke's bf16 and fp16 sections ran on (oneDNN's native ones, or emulation)
+        "cpu": {
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+            "onednn_fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported(),
+        },
     }
     if torch.cuda.is_available():
         from aqa_cli.util.runtime import native_bf16_gpu

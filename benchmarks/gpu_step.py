@@ -55,7 +55,7 @@ FULL = dict(
     warmup=3,
     steps=10,
 )
-SMOKE = dict(  # 8-frame clips: see gpu_check.SMOKE
+SMOKE = dict(  # no 4-frame clips: see gpu_check.SMOKE
     depth=10,
     clip=8,
     frames=16,
