@@ -125,6 +125,36 @@ def test_attention_dropout_adds_no_parameter_and_is_off_in_evaluation():
     torch.testing.assert_close(dropping(features).score, plain(features).score)
 
 
+def test_the_code_layout_starts_as_nn_transformer_and_nn_linear_do():
+    """GDLT's code builds nn.Transformer (Xavier over the fused (3E, E) query-key-value matrix, zero
+    attention biases) and scores with nn.Linear(E, queries): the code layout draws from the same ranges."""
+    width, queries = 64, 4
+    torch.manual_seed(0)
+    ours = GDLTHead(D, width=width, queries=queries, **gdlt_head_options("code"))
+    reference = torch.nn.Transformer(width, 2, 1, 2, 3 * width, batch_first=True)
+    fused_bound = (6 / (width + 3 * width)) ** 0.5
+    square_bound = (6 / (2 * width)) ** 0.5
+    ff_bound = (6 / (width + 3 * width)) ** 0.5
+    for attention, torch_attention in (
+        (ours.encoder[0].attn, reference.encoder.layers[0].self_attn),
+        (ours.decoder[1].cross_attn, reference.decoder.layers[1].multihead_attn),
+    ):
+        qkv = torch.cat([attention.q.weight, attention.k.weight, attention.v.weight])
+        for weight, bound in ((qkv, fused_bound), (torch_attention.in_proj_weight, fused_bound)):
+            assert 0.97 * bound < weight.abs().max().item() <= bound
+        for weight in (attention.o.weight, torch_attention.out_proj.weight):
+            assert 0.97 * square_bound < weight.abs().max().item() <= square_bound
+        assert all(linear.bias.abs().sum() == 0 for linear in attention.projections())
+        assert torch_attention.in_proj_bias.abs().sum() == 0
+    feed_forward = ours.decoder[0].ff[0]
+    assert 0.97 * ff_bound < feed_forward.weight.abs().max().item() <= ff_bound
+    assert feed_forward.bias.abs().sum() > 0  # nn.Linear's default bias, untouched by nn.Transformer
+    linear_bound = width**-0.5
+    for parameter in (ours.query_logit, ours.query_bias):
+        assert 0.5 * linear_bound < parameter.abs().max().item() <= linear_bound
+    assert (GDLTHead(D, width=width, queries=queries).query_bias == 0).all()  # our layout: zero biases
+
+
 def test_attention_pool_alone():
     pool = MaskedAttentionPool(4)
     clips = torch.randn(2, 5, 4)

@@ -73,7 +73,7 @@ GdltLayoutOption = Annotated[
     typer.Option(
         help="gdlt details: aqa (standardized features, LayerNorm after the projection, small query init, "
         "PyTorch's init) or code (GDLT's released code: raw features, BatchNorm after both projection layers, "
-        "N(0, 1) queries, final encoder and decoder LayerNorms, Xavier init, dropout on the attention "
+        "N(0, 1) queries, final encoder and decoder LayerNorms, nn.Transformer's and nn.Linear's init, dropout on the attention "
         "weights). (default: aqa)",
     ),
 ]

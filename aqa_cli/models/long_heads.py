@@ -171,11 +171,35 @@ class _MHA(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.weight_dropout = nn.Dropout(dropout) if attention_dropout else None
 
+    def projections(self) -> tuple[nn.Linear, ...]:
+        return self.q, self.k, self.v, self.o
+
     def forward(self, query: Tensor, memory: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
         out, weights = _attention(
             self.q(query), self.k(memory), self.v(memory), key_mask, self.heads, self.weight_dropout
         )
         return self.dropout(self.o(out)), weights
+
+
+def _transformer_init(layer: nn.Module) -> None:
+    """nn.Transformer's initialisation of a layer: every weight matrix Xavier-uniform, the query, key and
+    value projections drawn as nn.MultiheadAttention's one fused (3 * width, width) matrix (a bound sqrt(2)
+    smaller than three separate squares), the attention's biases zero as nn.MultiheadAttention starts them,
+    the feed-forward biases nn.Linear's default."""
+    attentions = [module for module in layer.modules() if isinstance(module, _MHA)]
+    projections = {id(linear) for attention in attentions for linear in attention.projections()}
+    for module in layer.modules():
+        if isinstance(module, nn.Linear) and id(module) not in projections:
+            nn.init.xavier_uniform_(module.weight)
+    for attention in attentions:
+        fused = torch.empty(3 * attention.q.out_features, attention.q.in_features)
+        nn.init.xavier_uniform_(fused)
+        nn.init.xavier_uniform_(attention.o.weight)
+        with torch.no_grad():
+            for linear, part in zip((attention.q, attention.k, attention.v), fused.chunk(3), strict=True):
+                linear.weight.copy_(part)
+            for linear in attention.projections():
+                linear.bias.zero_()
 
 
 class _EncoderLayer(nn.Module):
@@ -221,9 +245,9 @@ class GDLTHead(nn.Module):
     layers for `queries` learnable grade queries (initialised N(0, query_std^2)), with `final_norm` a
     LayerNorm after the encoder and after the decoder, a per-query logit from each query's output, the query
     weights (`weighting`: "sigmoid" = GDLT's sigmoid(logit) / sum, "softmax" = softmax over the queries),
-    and the score sum_q weight_q * grade_q with grade_q = linspace(0, 1, queries). `xavier`: the
-    transformer's weight matrices Xavier-uniform (nn.Transformer's initialisation) instead of PyTorch's
-    Linear default. `attention_dropout`: dropout on the attention weights as well as on the attention
+    and the score sum_q weight_q * grade_q with grade_q = linspace(0, 1, queries). `xavier`: nn.Transformer's
+    initialisation (`_transformer_init`) and the query logits as nn.Linear(width, queries) starts them,
+    instead of PyTorch's Linear default and N(0, 1 / width) logit weights with zero biases. `attention_dropout`: dropout on the attention weights as well as on the attention
     outputs (nn.MultiheadAttention's, which GDLT's code uses with its 0.7). Per-clip weights: the last decoder layer's cross-attention averaged over queries and
     heads. `training.config.GDLT_LAYOUTS` names two sets of these details: ours (the defaults) and
     GDLT's code's.
@@ -275,12 +299,15 @@ class GDLTHead(nn.Module):
         self.decoder_norm = nn.LayerNorm(width) if final_norm else nn.Identity()
         if xavier:
             for module in (*self.encoder, *self.decoder):
-                for parameter in module.parameters():
-                    if parameter.dim() > 1:
-                        nn.init.xavier_uniform_(parameter)
+                _transformer_init(module)
         self.queries = nn.Parameter(torch.randn(queries, width) * query_std)
-        self.query_logit = nn.Parameter(torch.randn(queries, width) / math.sqrt(width))
-        self.query_bias = nn.Parameter(torch.zeros(queries))
+        if xavier:  # GDLT's code: nn.Linear(width, queries), one logit per query from its diagonal
+            bound = 1 / math.sqrt(width)
+            self.query_logit = nn.Parameter(torch.empty(queries, width).uniform_(-bound, bound))
+            self.query_bias = nn.Parameter(torch.empty(queries).uniform_(-bound, bound))
+        else:
+            self.query_logit = nn.Parameter(torch.randn(queries, width) / math.sqrt(width))
+            self.query_bias = nn.Parameter(torch.zeros(queries))
         self.weighting = weighting
         self.pooled_dim = queries * width
         self.register_buffer("grades", torch.linspace(0.0, 1.0, queries), persistent=False)

@@ -182,7 +182,8 @@ GDLT_LAYOUTS = {
 """The two layouts of `models.long_heads.GDLTHead`'s details (its options, and `standardize` of
 `models.heads.AQAHead`): ours, and that of GDLT's released code (xuangch/CVPR22_GDLT: BatchNorm after both
 projection layers, grade queries as an nn.Embedding (N(0, 1)), nn.Transformer's final encoder and decoder
-LayerNorms and its Xavier-uniform initialisation of the transformer's matrices, nn.MultiheadAttention's
+LayerNorms and its initialisation (Xavier-uniform matrices, the query-key-value ones drawn as one fused
+matrix, zero attention biases), the score logits drawn as its nn.Linear draws them, nn.MultiheadAttention's
 dropout on the attention weights, and the features as they are, not standardized)."""
 
 

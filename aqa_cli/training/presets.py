@@ -10,8 +10,9 @@ video; SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 32, cosine decay to 1
 for PCS; MSE plus 0.5 x the hardest-mining triplet term on the query outputs (margin 1, cosine distance, as
 the code computes it); the code's layout of the head (`--gdlt-layout code`: raw features, BatchNorm after
 both projection layers, with statistics of the real clips only, N(0, 1) grade queries, final encoder and
-decoder LayerNorms, Xavier-initialised transformer, dropout on the attention weights). Differences from the
-code: the cosine schedule per step instead of per epoch, and the per-query score logits' initialisation.
+decoder LayerNorms, the transformer and the score logits started as nn.Transformer and nn.Linear start them,
+dropout on the attention weights). The one difference from the code: the cosine schedule per step instead of
+per epoch.
 """
 
 from __future__ import annotations
