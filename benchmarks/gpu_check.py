@@ -61,7 +61,7 @@ FULL = dict(
 # dimension shrinks to one (16 frames -> 2, 32 pixels -> 2 after the stem and three stride-2 stages): with
 # 4-frame clips torch 2.14.1's CPU bf16 backward of a stride-2 3D convolution on one frame corrupted the heap
 # on a CPU with native bf16, and with 8 frames and 16 pixels (layer4 on 2 -> 1) an fp16 resume read a nan
-# loss on CI's CPU but not on ours. The clips AQA trains on keep every dimension above one.
+# loss on CI's CPU but not on ours.
 SMOKE = dict(
     samples=8, stored=20, height=36, width=36, depth=10, conv="3d", clip=16, frames=16, crop=32, batch=6
 )

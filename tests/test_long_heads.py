@@ -132,9 +132,8 @@ def test_the_code_layout_starts_as_nn_transformer_and_nn_linear_do():
     torch.manual_seed(0)
     ours = GDLTHead(D, width=width, queries=queries, **gdlt_head_options("code"))
     reference = torch.nn.Transformer(width, 2, 1, 2, 3 * width, batch_first=True)
-    fused_bound = (6 / (width + 3 * width)) ** 0.5
+    fused_bound = (6 / (width + 3 * width)) ** 0.5  # also the feed-forward's: (3E, E) too
     square_bound = (6 / (2 * width)) ** 0.5
-    ff_bound = (6 / (width + 3 * width)) ** 0.5
     for attention, torch_attention in (
         (ours.encoder[0].attn, reference.encoder.layers[0].self_attn),
         (ours.decoder[1].cross_attn, reference.decoder.layers[1].multihead_attn),
@@ -147,7 +146,7 @@ def test_the_code_layout_starts_as_nn_transformer_and_nn_linear_do():
         assert all(linear.bias.abs().sum() == 0 for linear in attention.projections())
         assert torch_attention.in_proj_bias.abs().sum() == 0
     feed_forward = ours.decoder[0].ff[0]
-    assert 0.97 * ff_bound < feed_forward.weight.abs().max().item() <= ff_bound
+    assert 0.97 * fused_bound < feed_forward.weight.abs().max().item() <= fused_bound
     assert feed_forward.bias.abs().sum() > 0  # nn.Linear's default bias, untouched by nn.Transformer
     linear_bound = width**-0.5
     for parameter in (ours.query_logit, ours.query_bias):

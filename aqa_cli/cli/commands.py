@@ -73,8 +73,8 @@ GdltLayoutOption = Annotated[
     typer.Option(
         help="gdlt details: aqa (standardized features, LayerNorm after the projection, small query init, "
         "PyTorch's init) or code (GDLT's released code: raw features, BatchNorm after both projection layers, "
-        "N(0, 1) queries, final encoder and decoder LayerNorms, nn.Transformer's and nn.Linear's init, dropout on the attention "
-        "weights). (default: aqa)",
+        "N(0, 1) queries, final encoder and decoder LayerNorms, nn.Transformer's and nn.Linear's init, "
+        "dropout on the attention weights). (default: aqa)",
     ),
 ]
 WidthOption = Annotated[int | None, typer.Option(help="attn/gdlt model width. (default: 128)")]

@@ -247,10 +247,11 @@ class GDLTHead(nn.Module):
     weights (`weighting`: "sigmoid" = GDLT's sigmoid(logit) / sum, "softmax" = softmax over the queries),
     and the score sum_q weight_q * grade_q with grade_q = linspace(0, 1, queries). `xavier`: nn.Transformer's
     initialisation (`_transformer_init`) and the query logits as nn.Linear(width, queries) starts them,
-    instead of PyTorch's Linear default and N(0, 1 / width) logit weights with zero biases. `attention_dropout`: dropout on the attention weights as well as on the attention
-    outputs (nn.MultiheadAttention's, which GDLT's code uses with its 0.7). Per-clip weights: the last decoder layer's cross-attention averaged over queries and
-    heads. `training.config.GDLT_LAYOUTS` names two sets of these details: ours (the defaults) and
-    GDLT's code's.
+    instead of PyTorch's Linear default and N(0, 1 / width) logit weights with zero biases.
+    `attention_dropout`: dropout on the attention weights as well as on the attention outputs
+    (nn.MultiheadAttention's, which GDLT's code uses with its 0.7). Per-clip weights: the last decoder
+    layer's cross-attention averaged over queries and heads. `training.config.GDLT_LAYOUTS` names two sets
+    of these details: ours (the defaults) and GDLT's code's.
     """
 
     def __init__(
@@ -300,6 +301,7 @@ class GDLTHead(nn.Module):
         if xavier:
             for module in (*self.encoder, *self.decoder):
                 _transformer_init(module)
+        # The queries are drawn between the two `xavier` steps so that a seed gives the weights it always gave.
         self.queries = nn.Parameter(torch.randn(queries, width) * query_std)
         if xavier:  # GDLT's code: nn.Linear(width, queries), one logit per query from its diagonal
             bound = 1 / math.sqrt(width)
