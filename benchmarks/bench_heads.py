@@ -13,6 +13,7 @@ Target: aqa in memory within 1.3x the reference.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from common import BIN, log
 from heads_reference import FISV, Config, Trainer, load_fisv
 
 from aqa_cli.training.config import GDLT_LAYOUTS, gdlt_head_options
+from aqa_cli.util.runtime import native_bf16_cpu
 
 EPOCHS = 5
 TARGET_RATIO = 1.3
@@ -44,6 +46,10 @@ def run() -> list[dict]:
     streamed = aqa_seconds(store, work / "stream", [*PAPER_AVG_FLAGS, "--stream"])
     preset_reference = reference_seconds(GDLT_FISV, PRESET_EPOCHS)
     preset = aqa_seconds(store, work / "preset", ["--preset", "gdlt-fisv"], PRESET_EPOCHS)
+    bf16_reference = reference_seconds(dataclasses.replace(GDLT_FISV, bf16=True), PRESET_EPOCHS)
+    bf16 = aqa_seconds(
+        store, work / "preset-bf16", ["--preset", "gdlt-fisv", "--precision", "bf16"], PRESET_EPOCHS
+    )
     measure = f"s/epoch, avg heads, batch 2, {EPOCHS} epochs, 320 train / 80 val (median)"
     return [
         {
@@ -71,6 +77,17 @@ def run() -> list[dict]:
             "ratio": round(preset / preset_reference, 2),
             "target": f"<= {TARGET_RATIO}",
             "met": preset / preset_reference <= TARGET_RATIO,
+        },
+        {
+            "name": "heads on Fis-V, --preset gdlt-fisv --precision bf16",
+            "measure": f"s/epoch, as above under bf16 autocast ({'native' if native_bf16_cpu() else 'no native'} "
+            f"bf16 on this CPU); fp32 preset {preset:.3f} s",
+            "aqa": round(bf16, 3),
+            "reference": round(bf16_reference, 3),
+            "ratio": round(bf16 / bf16_reference, 2),
+            "speedup_over_fp32": round(preset / bf16, 2),
+            "target": f"<= {TARGET_RATIO}",
+            "met": bf16 / bf16_reference <= TARGET_RATIO,
         },
     ]
 

@@ -199,6 +199,36 @@ def test_each_long_head_learns_the_one_clip_that_carries_the_score(
         assert (out.clip_weights.argmax(1) == carrier).float().mean() > 0.6
 
 
+@pytest.mark.parametrize("agg", LONG)
+def test_heads_train_under_bf16_autocast_when_asked_and_eval_repeats_it(
+    long_store: Path, tmp_path: Path, agg: str
+) -> None:
+    """`--precision bf16` on features: the heads run under autocast (a different run from fp32's, still
+    learning), the run records bf16, and `aqa eval` predicts in it, giving the val rho of metrics.csv."""
+    settings = {
+        "epochs": 30,
+        "lr": 3e-3,
+        "val_fraction": 0.2,
+        "seed": 0,
+        "triplet": 0.5 if agg == "gdlt" else 0,
+    }
+    runs = {
+        precision: train(
+            feature_config(long_store, tmp_path / precision, agg, precision=precision, **settings)
+        )
+        for precision in ("auto", "bf16")
+    }
+    assert tomllib.loads((tmp_path / "auto" / "config.toml").read_text())["precision"] == "fp32"
+    assert tomllib.loads((tmp_path / "bf16" / "config.toml").read_text())["precision"] == "bf16"
+    assert runs["bf16"].metrics[-1]["train_loss"] != runs["auto"].metrics[-1]["train_loss"]
+    assert runs["bf16"].metrics[-1]["train_loss"] < 0.5 * runs["bf16"].metrics[0]["train_loss"]
+    evaluation = evaluate_checkpoint(None, tmp_path / "bf16" / LAST, None, "val", "cpu", 8)
+    assert evaluation["precision"] == "bf16"
+    assert evaluation["rho"] == pytest.approx(runs["bf16"].metrics[-1]["val_rho"], abs=1e-6)
+    if agg == "attn":
+        assert evaluate_checkpoint(tmp_path / "bf16", None, None, "test", "cpu", 8)["rho"] > 0.75
+
+
 class FeatureClipsBatch:
     """All rows of a feature store as one evaluation batch (view 0)."""
 

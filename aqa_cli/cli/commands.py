@@ -568,7 +568,8 @@ def train(
         str | None,
         typer.Option(
             help="auto, fp32, bf16, fp16 (autocast, on the CPU too; fp16 with a gradient scaler). auto: bf16 on "
-            f"GPUs with native bf16 (A100/H100 class), else fp32. (default: {shown(TrainConfig, 'precision')})"
+            "GPUs with native bf16 (A100/H100 class), else fp32; with --features always fp32 (bf16 there is "
+            f"faster on CPUs with native bf16). (default: {shown(TrainConfig, 'precision')})"
         ),
     ] = None,
     channels_last: Annotated[

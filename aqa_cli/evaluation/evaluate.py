@@ -117,7 +117,9 @@ def predict_heads(
         raise AqaError(f"{store_path} has no labelled samples in split {split!r}")
     device = resolve_device(device_name)
     head = load_head(payload, store_path).to(device)
-    return predict_features(head, store_path, rows, features["target"], device, batch_size), store_path, span
+    precision = training_precision(train_config, device)
+    found = predict_features(head, store_path, rows, features["target"], device, batch_size, precision)
+    return found, store_path, span
 
 
 def report_predictions(

@@ -109,25 +109,30 @@ def _pad_clips(weights: torch.Tensor, clips: int) -> torch.Tensor:
     return torch.nn.functional.pad(weights, (0, missing) if weights.dim() == 2 else (0, 0, 0, missing))
 
 
-def predict_tensors(head: AQAHead, data: FeatureTensors, rows: list[int], ids: np.ndarray) -> Predictions:
+def predict_tensors(
+    head: AQAHead, data: FeatureTensors, rows: list[int], ids: np.ndarray, precision: str = "fp32"
+) -> Predictions:
     """The heads' scores for `rows` of an in-memory feature store: one batched forward pass (view 0)."""
     head.eval()
     torch.empty((), dtype=torch.int64).random_()  # as a DataLoader does: the global RNG moves on alike
     batch = data.evaluation_batch(rows)
-    return collect_predictions(
+    found = collect_predictions(
         [batch],
-        lambda batch: run_heads(head, batch, data.device),
+        lambda batch: run_heads(head, batch, data.device, precision),
         ids,
         data.scores[rows],
         data.difficulties[rows],
     )
+    found.precision = precision
+    return found
 
 
-def run_heads(head: AQAHead, batch: dict, device: torch.device) -> AQAOutput:
+def run_heads(head: AQAHead, batch: dict, device: torch.device, precision: str = "fp32") -> AQAOutput:
     """The heads on a padded batch, cut to its longest video, with the mask of real clips (and its
-    samples' actions, which a contrastive head matches exemplars by)."""
+    samples' actions, which a contrastive head matches exemplars by), under `precision`'s autocast."""
     features, mask = batch_inputs(batch, device)
-    return head(features, batch["difficulty"].to(device), mask, batch["action"])
+    with autocast(device, precision):
+        return head(features, batch["difficulty"].to(device), mask, batch["action"])
 
 
 def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,17 +143,25 @@ def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch
 
 
 def predict_features(
-    head: AQAHead, store_path, rows: list[int], target: str, device: torch.device, batch_size: int = 32
+    head: AQAHead,
+    store_path,
+    rows: list[int],
+    target: str,
+    device: torch.device,
+    batch_size: int = 32,
+    precision: str = "fp32",
 ) -> Predictions:
     """The heads' scores for `rows` of a feature store (view 0: the evaluation window)."""
     dataset = FeatureClips(store_path, rows, target, train=False)
     head.eval()
     with FeatureStore(store_path) as store:
         ids = store.column("id")[rows]
-    return collect_predictions(
+    found = collect_predictions(
         DataLoader(dataset, batch_size=batch_size),
-        lambda batch: run_heads(head, batch, device),
+        lambda batch: run_heads(head, batch, device, precision),
         ids,
         dataset.scores[rows],
         dataset.difficulties[rows],
     )
+    found.precision = precision
+    return found

@@ -13,6 +13,9 @@ tensors on the training device and batched by index, with the same seeded order 
 the streaming path (so both give the same run up to float summation order); validation is then one
 batched forward pass. The long heads (attn, gdlt) standardize every feature channel with the training
 clips' mean and std (view 0, real clips), stored in the head.
+
+Precision: `auto` is fp32 here; a named one (`--precision bf16`) runs the heads under autocast, the losses
+in fp32, and validation (and `aqa eval`, which reads it from the run's config) in the same precision.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from aqa_cli.training.loop import (
     training_range,
 )
 from aqa_cli.util.errors import AqaError
-from aqa_cli.util.runtime import Distributed, grad_scaler, resolve_device
+from aqa_cli.util.runtime import Distributed, autocast, grad_scaler, resolve_device, resolve_precision
 
 TRIPLET_LOSSES = {"hardest": gdlt_hardest_triplet_loss, "rolled": gdlt_triplet_loss}
 
@@ -115,11 +118,9 @@ def train_heads(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AqaError("head training on --features runs in one process: start it without torchrun")
     device = resolve_device(config.device)
-    if config.precision not in ("auto", "fp32"):
-        raise AqaError(
-            f"head training on --features runs in fp32 (small matrices); drop --precision {config.precision}"
-        )
-    config = dataclasses.replace(config, precision="fp32")  # recorded as run
+    # auto is fp32 here: whether bf16 costs the heads rho is measured per recipe (README), not assumed.
+    precision = "fp32" if config.precision == "auto" else resolve_precision(config.precision, device)
+    config = dataclasses.replace(config, precision=precision)  # recorded as run
     with FeatureStore(config.features) as store:
         target = config.target
         rows = labelled_splits(store, target, SplitPlan.of(config))
@@ -183,13 +184,15 @@ def train_heads(
 
     def forward(batch: dict) -> tuple[torch.Tensor, ...]:
         if head.contrastive:
-            predicted, true, embed = pair_inputs(head, batch, device)
+            with autocast(device, precision):
+                predicted, true, embed = pair_inputs(head, batch, device)
         else:
-            out = run_heads(head, batch, device)
+            out = run_heads(head, batch, device, precision)
             predicted, true = loss_inputs(head, out, batch["score"].to(device), batch["difficulty"])
             embed = out.embed
+        predicted = predicted.float()  # the losses in fp32 whatever the autocast
         if config.triplet > 0 and embed is not None:
-            return predicted, true, config.triplet * triplet(embed, config.triplet_margin)
+            return predicted, true, config.triplet * triplet(embed.float(), config.triplet_margin)
         return predicted, true
 
     if data is not None:
@@ -198,13 +201,15 @@ def train_heads(
         )
 
         def evaluate(split_rows: list[int]) -> Predictions:
-            return predict_tensors(head, data, split_rows, ids[split_rows])
+            return predict_tensors(head, data, split_rows, ids[split_rows], precision)
 
     else:
         loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler)
 
         def evaluate(split_rows: list[int]) -> Predictions:
-            return predict_features(head, config.features, split_rows, target, device, config.batch_size)
+            return predict_features(
+                head, config.features, split_rows, target, device, config.batch_size, precision
+            )
 
     optimizer = build_optimizer(config, [{"params": head.parameters(), "lr": config.lr, "name": "head"}])
     with _one_thread_on_cpu(device):
@@ -221,7 +226,7 @@ def train_heads(
                 rows=rows,
                 score_span=span,
                 optimizer=optimizer,
-                scaler=grad_scaler(device, config.precision),
+                scaler=grad_scaler(device, precision),
                 distributed=Distributed(),
                 device=device,
                 payload_base={
