@@ -1,5 +1,6 @@
-"""Ensembles (`--ensemble N`) and contrastive checkpoints as one model: eval and score from the checkpoint
-alone (a frozen backbone's features of synthetic dives), the members' spread reported, resumption."""
+"""Ensembles (`--ensemble N`, with a blended ridge: `--ridge-blend W`) and contrastive checkpoints as one
+model: eval and score from the checkpoint alone (a frozen backbone's features of synthetic dives), the
+members' spread reported, resumption."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aqa_cli.checkpoints.io import LAST, load_checkpoint
 from aqa_cli.evaluation.evaluate import evaluate_checkpoint
+from aqa_cli.evaluation.ridge import RIDGE_LAMBDAS, ridge_baseline
+from aqa_cli.training.config import TrainConfig
+from aqa_cli.training.ensemble import ridge_member
+from aqa_cli.training.heads import with_target
+from tests.test_action_exemplars import stores  # noqa: F401 - the fixture
 from tests.test_features import dives, extracted  # noqa: F401 - the fixtures
 
 TRAIN = ["--batch-size", "4", "--lr", "1e-3", "--epochs", "1", "--no-test-curve", "--device", "cpu"]
@@ -58,6 +65,76 @@ def test_an_ensemble_is_one_checkpoint_that_evaluates_scores_and_resumes(
     assert (run / LAST).stat().st_mtime_ns != before
     for key, tensor in payload["model"].items():
         assert np.array_equal(tensor.numpy(), resumed["model"][key].numpy(), equal_nan=True), key
+
+
+def test_a_ridge_blend_is_the_heads_and_the_ridge_baseline_averaged_in_eval_and_score(
+    dives: Path,  # noqa: F811
+    extracted: Path,  # noqa: F811
+    tmp_path: Path,
+    aqa,
+) -> None:
+    """`--ridge-blend W`: every score is (1 - W) x the heads-only ensemble's + W x the ridge's; at W = 1 the
+    checkpoint is the experiments' ridge baseline (fitted on train, quality x difficulty); `aqa score` of a
+    video blends the same way, and the spread stays the learned members'."""
+    import h5py
+
+    video = sorted((dives.parent / "videos").glob("*.mp4"))[0]
+    evaluated, scored = {}, {}
+    for weight in ("0", "0.5", "1"):
+        run = tmp_path / f"blend-{weight}"
+        aqa(
+            "train",
+            "--features",
+            extracted,
+            "--out",
+            run,
+            "--ensemble",
+            "2",
+            "--ridge-blend",
+            weight,
+            *TRAIN,
+            check=0,
+        )
+        evaluated[weight] = json.loads(aqa("eval", "--run", run, "--json", "--device", "cpu", check=0).stdout)
+        with h5py.File(evaluated[weight]["predictions"], "r") as f:
+            evaluated[weight]["scores"] = f["score"][()]
+        scored[weight] = json.loads(
+            aqa(
+                "score", video, "--difficulty", "2.5", "--run", run, "--json", "--device", "cpu", check=0
+            ).stdout
+        )[0]
+    ridge = ridge_baseline(str(extracted), "", 0.0, seed=0)
+    assert evaluated["1"]["rho"] == pytest.approx(ridge["rho"], abs=1e-6)
+    assert evaluated["1"]["r_l2"] == pytest.approx(ridge["r_l2"], rel=1e-4)
+    heads, linear = evaluated["0"]["scores"], evaluated["1"]["scores"]
+    assert not np.allclose(heads, linear, atol=1e-2)  # two different predictors, so the blend is a real mix
+    np.testing.assert_allclose(evaluated["0.5"]["scores"], (heads + linear) / 2, rtol=1e-5, atol=1e-4)
+    assert evaluated["0.5"]["member_spread"] == pytest.approx(evaluated["0"]["member_spread"], rel=1e-5)
+    assert scored["0.5"]["score"] == pytest.approx(
+        (scored["0"]["score"] + scored["1"]["score"]) / 2, abs=1e-3
+    )
+    ridge_record = load_checkpoint(tmp_path / "blend-0.5" / LAST)["model_config"]["ridge"]
+    assert ridge_record["weight"] == 0.5 and ridge_record["penalty"] in RIDGE_LAMBDAS
+    assert "ridge" not in load_checkpoint(tmp_path / "blend-0" / LAST)["model_config"]
+
+    alone = aqa(
+        "train", "--features", extracted, "--out", tmp_path / "alone", "--ridge-blend", "0.5", *TRAIN, check=2
+    )
+    assert "--ensemble" in alone.stderr and "Traceback" not in alone.stderr
+
+
+def test_the_blended_ridge_sees_no_test_video(stores: dict[str, Path]) -> None:  # noqa: F811
+    """The ridge a checkpoint carries is fitted on training videos only: with the test split's features and
+    scores replaced by noise, its penalty and every weight are the same, bit for bit."""
+    fits = [
+        ridge_member(with_target(TrainConfig(features=str(stores[name]), ensemble=2, ridge_blend=0.5)))
+        for name in ("actions", "poisoned")
+    ]
+    assert fits[0][0] == fits[1][0] == {"weight": 0.5, "penalty": fits[0][0]["penalty"]}
+    assert fits[0][1].keys() == {"ridge.mean", "ridge.std", "ridge.weights", "ridge.bias"}
+    for key, tensor in fits[0][1].items():
+        assert torch.equal(tensor, fits[1][1][key]), key
+    assert fits[0][1]["ridge.weights"].abs().sum() > 0
 
 
 def test_a_contrastive_checkpoint_scores_a_video_from_the_checkpoint_alone(

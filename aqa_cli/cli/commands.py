@@ -107,6 +107,14 @@ EnsembleOption = Annotated[
         "write one checkpoint averaging them; eval and score report the members' spread. (default: off)"
     ),
 ]
+RidgeBlendOption = Annotated[
+    float | None,
+    typer.Option(
+        help="With --ensemble: blend in ridge regression on the mean-pooled features, fitted on the training "
+        "split (penalty by 5-fold cross-validation inside train, or on --val-fraction's videos), with this "
+        "share of the score: 0.5 averages the heads' mean and the ridge. (default: 0, off)"
+    ),
+]
 ExemplarsOption = Annotated[
     int | None,
     typer.Option(
@@ -504,6 +512,7 @@ def train(
     contrastive: ContrastiveOption = None,
     exemplars: ExemplarsOption = None,
     ensemble: EnsembleOption = None,
+    ridge_blend: RidgeBlendOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -954,6 +963,7 @@ def experiment(
     contrastive: ContrastiveOption = None,
     exemplars: ExemplarsOption = None,
     ensemble: EnsembleOption = None,
+    ridge_blend: RidgeBlendOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(

@@ -3,7 +3,7 @@ standardized clip features, quality x difficulty where the store has difficultie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +19,59 @@ RIDGE_FOLDS = 5
 videos each, for a smaller training split)."""
 
 
+@dataclass(frozen=True)
+class RidgeFit:
+    """Ridge regression on mean-pooled clip features: their training mean and std (standardization),
+    weights and intercept predicting the quality, and the penalty chosen."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    bias: float
+    penalty: float
+
+    def quality(self, pooled: np.ndarray) -> np.ndarray:
+        return ((pooled - self.mean) / self.std) @ self.weights + self.bias
+
+
+def pooled_features(store: FeatureStore) -> np.ndarray:
+    """(samples, dim) the mean of each sample's clip features (view 0), as the ridge sees a video."""
+    return np.stack([store.features(row).mean(axis=0) for row in range(len(store))])
+
+
+def difficulty_scale(difficulty: np.ndarray) -> np.ndarray:
+    """What a quality is multiplied by to give the score: the difficulty where there is one, else 1."""
+    return np.where(np.isfinite(difficulty) & (difficulty > 0), difficulty, 1.0)
+
+
+def fit_ridge(
+    pooled: np.ndarray, scores: np.ndarray, scale: np.ndarray, train: list[int], val: list[int], span
+) -> RidgeFit:
+    """Ridge on the `train` rows' qualities (scores / scale); its penalty chosen on the `val` rows, or,
+    without them, by 5-fold cross-validation inside train; then fitted on all of train."""
+    train_rows = np.array(train, dtype=int)
+    if val:
+        checks = [(train_rows, np.array(val, dtype=int))]
+    else:
+        checks = [(np.setdiff1d(train_rows, fold), fold) for fold in _train_folds(train_rows)]
+    quality = scores / scale
+
+    def fitted(fit_rows: np.ndarray, penalty: float) -> RidgeFit:
+        mean, std = pooled[fit_rows].mean(axis=0), pooled[fit_rows].std(axis=0) + 1e-8
+        weights, bias = ridge_fit((pooled[fit_rows] - mean) / std, quality[fit_rows], penalty)
+        return RidgeFit(mean, std, weights, bias, penalty)
+
+    def held_out_rho(fit_rows: np.ndarray, held: np.ndarray, penalty: float) -> float:
+        predicted = fitted(fit_rows, penalty).quality(pooled[held]) * scale[held]
+        return metrics(predicted, scores[held], span)["rho"]
+
+    def chosen_by(penalty: float) -> float:
+        return float(np.mean([held_out_rho(fit, held, penalty) for fit, held in checks]))
+
+    best = max(RIDGE_LAMBDAS, key=chosen_by)  # the first of equals: the smallest penalty
+    return fitted(train_rows, best)
+
+
 def ridge_baseline(
     features: str, target: str, val_fraction: float, seed: int, resplit: int = 0
 ) -> dict[str, float]:
@@ -29,30 +82,12 @@ def ridge_baseline(
     with FeatureStore(features) as store:
         target = target or store.attributes["default_target"]
         rows = labelled_splits(store, target, SplitPlan(val_fraction, seed, resplit=resplit))
-        pooled = np.stack([store.features(row).mean(axis=0) for row in range(len(store))])
-        scores, difficulty = store.scores(target), store.column("difficulty")
+        pooled = pooled_features(store)
+        scores, scale = store.scores(target), difficulty_scale(store.column("difficulty"))
         span = score_span(scores, store.path, target)
-    scale = np.where(np.isfinite(difficulty) & (difficulty > 0), difficulty, 1.0)
-    train, test = (np.array(rows[split], dtype=int) for split in ("train", "test"))
-    if rows["val"]:
-        checks = [(train, np.array(rows["val"], dtype=int))]
-    else:
-        held = _train_folds(train)
-        checks = [(np.setdiff1d(train, fold), fold) for fold in held]
-    quality = scores / scale
-
-    def fitted(fit_rows: np.ndarray, penalty: float) -> Callable[[np.ndarray], np.ndarray]:
-        mean, std = pooled[fit_rows].mean(axis=0), pooled[fit_rows].std(axis=0) + 1e-8
-        weights, bias = ridge_fit((pooled[fit_rows] - mean) / std, quality[fit_rows], penalty)
-        return lambda rows: (((pooled[rows] - mean) / std) @ weights + bias) * scale[rows]
-
-    def chosen_by(penalty: float) -> float:
-        return float(
-            np.mean([metrics(fitted(fit, penalty)(held), scores[held], span)["rho"] for fit, held in checks])
-        )
-
-    best = max(RIDGE_LAMBDAS, key=chosen_by)  # the first of equals: the smallest penalty
-    return metrics(fitted(train, best)(test), scores[test], span)
+    ridge = fit_ridge(pooled, scores, scale, rows["train"], rows["val"], span)
+    test = np.array(rows["test"], dtype=int)
+    return metrics(ridge.quality(pooled[test]) * scale[test], scores[test], span)
 
 
 def _train_folds(train: np.ndarray) -> list[np.ndarray]:

@@ -283,14 +283,46 @@ class AQAHead(nn.Module):
             return out.score.float() * (high - low) + low, out.clip_weights, out.embed, out.pooled
 
 
+class RidgeMember(nn.Module):
+    """Ridge regression on the mean of a video's real clip features, standardized with the training
+    videos' statistics: the linear baseline, fitted in closed form by the trainer
+    (`evaluation.ridge.fit_ridge`), that an ensemble may blend in. Its quality is multiplied by the
+    difficulty as the heads' is."""
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(feature_dim))
+        self.register_buffer("std", torch.ones(feature_dim))
+        self.register_buffer("weights", torch.zeros(feature_dim))
+        self.register_buffer("bias", torch.zeros(()))
+
+    def set_fit(self, mean: Tensor, std: Tensor, weights: Tensor, bias: float) -> None:
+        with torch.no_grad():
+            self.mean.copy_(mean)
+            self.std.copy_(std)
+            self.weights.copy_(weights)
+            self.bias.fill_(bias)
+
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(N,) the quality of each video of padded features (N, K, D)."""
+        with full_precision(features.device):
+            pooled, _ = AverageAggregation()(features.float(), mask)
+            return ((pooled - self.mean) / self.std) @ self.weights + self.bias
+
+
 class EnsembleHead(nn.Module):
     """Several trained heads (an ensemble's members: seeds or folds) as one: the mean of their scores,
-    qualities and clip weights, and the spread (std, ddof 0) of their scores."""
+    qualities and clip weights, and the spread (std, ddof 0) of their scores. With a `ridge` member, the
+    score and quality are (1 - ridge_weight) x the heads' mean + ridge_weight x the ridge's; the spread
+    stays the learned heads'."""
 
-    def __init__(self, members: list[AQAHead]) -> None:
+    def __init__(
+        self, members: list[AQAHead], ridge: RidgeMember | None = None, ridge_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.agg, self.use_difficulty = members[0].agg, members[0].use_difficulty
+        self.ridge, self.ridge_weight = ridge, ridge_weight
 
     @property
     def is_long(self) -> bool:
@@ -309,4 +341,12 @@ class EnsembleHead(nn.Module):
         weights = None
         if outputs[0].clip_weights is not None:
             weights = torch.stack([out.clip_weights.float() for out in outputs]).mean(dim=0)
-        return AQAOutput(scores.mean(dim=0), quality, weights, spread=scores.std(dim=0, unbiased=False))
+        score = scores.mean(dim=0)
+        if self.ridge is not None:
+            ridge_quality = self.ridge(features, mask)
+            ridge_score = ridge_quality
+            if self.use_difficulty and difficulty is not None:
+                ridge_score = ridge_quality * torch.nan_to_num(difficulty.float(), nan=1.0)
+            score = torch.lerp(score, ridge_score, self.ridge_weight)
+            quality = torch.lerp(quality, ridge_quality, self.ridge_weight)
+        return AQAOutput(score, quality, weights, spread=scores.std(dim=0, unbiased=False))

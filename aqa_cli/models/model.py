@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from aqa_cli.models.architectures import feature_dim
 from aqa_cli.models.backbones import build_backbone
-from aqa_cli.models.heads import WD_DROPOUT, AQAHead, AQAOutput, EnsembleHead
+from aqa_cli.models.heads import WD_DROPOUT, AQAHead, AQAOutput, EnsembleHead, RidgeMember
 from aqa_cli.models.normalization import Normalization
 from aqa_cli.util.errors import AqaError, unknown_fields
 
@@ -41,11 +41,14 @@ class ModelConfig:
     sample ids (all from the training split); None: direct regression."""
     members: list[dict[str, Any]] | None = None
     """An ensemble: its members' configs (the head is their `EnsembleHead`); None: one head."""
+    ridge: dict[str, Any] | None = None
+    """An ensemble's blended ridge member: {"weight": its share of the score, "penalty": the one chosen};
+    None: no ridge."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
         data = dataclasses.asdict(self)
-        for name in ("head_options", "contrastive", "members"):
+        for name in ("head_options", "contrastive", "members", "ridge"):
             if data[name] is None:
                 del data[name]
         return data
@@ -109,7 +112,10 @@ def build_head(config: ModelConfig) -> AQAHead | EnsembleHead:
     """The head alone, e.g. for cached features; its width is `config.feature_dim`, else the depth's; an
     ensemble's members averaged."""
     if config.members:
-        return EnsembleHead([build_head(ModelConfig.from_dict(member)) for member in config.members])
+        members = [build_head(ModelConfig.from_dict(member)) for member in config.members]
+        if not config.ridge:
+            return EnsembleHead(members)
+        return EnsembleHead(members, RidgeMember(members[0].feature_dim), config.ridge["weight"])
     width = config.feature_dim or feature_dim(config.depth)
     return AQAHead(
         width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options, config.contrastive

@@ -15,6 +15,10 @@ def train(config: TrainConfig, resume: bool = False, progress: TrainingProgress 
     continue the run in `config.out` from its last epoch; `config.ensemble`: N heads as one checkpoint."""
     if (config.contrastive or config.ensemble) and not config.features:
         raise AqaError("--contrastive and --ensemble train heads on cached features: add --features")
+    if config.ridge_blend and not config.ensemble:
+        raise AqaError(
+            "--ridge-blend blends ridge regression into an ensemble's score: add --ensemble N (N >= 2)"
+        )
     if config.ensemble:
         return train_ensemble(config, resume, progress)
     if config.features:

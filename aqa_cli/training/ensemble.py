@@ -5,6 +5,10 @@ or with `--folds K` the K folds of train, N = K), then ONE checkpoint holding al
 Members live in RUN/members/<seed S | fold F>/ as ordinary runs (each resumable); rerunning the
 ensemble with --resume resumes the unfinished members and skips the finished ones. A member with a
 validation split contributes its best.pt, else its last.pt.
+
+`--ridge-blend W` adds a ridge regression on the mean-pooled features (`models.heads.RidgeMember`), fitted
+as the experiments' ridge baseline is (on all of train, its penalty chosen on the val videos or by 5-fold
+cross-validation inside train), whose score takes the share W of the ensemble's.
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from aqa_cli.checkpoints.io import BEST, LAST, RUNS_DIR, load_checkpoint, save_checkpoint
+from aqa_cli.data.splits import SplitPlan, labelled_splits
 from aqa_cli.evaluation.evaluate import evaluate_checkpoint
+from aqa_cli.evaluation.metrics import score_span
+from aqa_cli.evaluation.ridge import difficulty_scale, fit_ridge, pooled_features
+from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig, resolve_head_defaults
 from aqa_cli.training.heads import train_heads, with_target
 from aqa_cli.training.loop import TrainingProgress, TrainResult, open_run
@@ -48,6 +59,10 @@ def train_ensemble(
     """Train (or resume) every member, then write RUN/last.pt: the ensemble as one checkpoint."""
     if not config.features or config.ensemble < 2:
         raise AqaError("--ensemble N trains N >= 2 heads on --features")
+    if not 0 <= config.ridge_blend <= 1:
+        raise AqaError(
+            f"--ridge-blend {config.ridge_blend}: give the ridge's share of the score, from 0 to 1"
+        )
     config = resolve_head_defaults(with_target(config))  # its config.toml repeats it exactly
     default = RUNS_DIR / f"ensemble-{Path(config.features).stem}-{config.agg}-seed{config.seed}"
     run_dir, _ = open_run(config, resume, default)
@@ -62,7 +77,8 @@ def train_ensemble(
         path = out / BEST if (out / BEST).is_file() else out / LAST
         payloads.append(load_checkpoint(path))
         chosen.append(str(path))
-    save_checkpoint(run_dir / LAST, ensemble_payload(config, run_dir, payloads, chosen))
+    ridge = ridge_member(config) if config.ridge_blend else None
+    save_checkpoint(run_dir / LAST, ensemble_payload(config, run_dir, payloads, chosen, ridge))
     row = {"epoch": payloads[0]["epoch"]}
     if config.test_curve and not config.folds:
         with contextlib.suppress(AqaError):  # no labelled test split: nothing to report
@@ -72,20 +88,50 @@ def train_ensemble(
     return TrainResult(run_dir, [row], None)
 
 
-def ensemble_payload(config: TrainConfig, run_dir: Path, payloads: list[dict], paths: list[str]) -> dict:
-    """The members' checkpoints as one: the first member's records, every member's config and weights,
-    the training ranges joined, and which members it holds."""
+def ridge_member(config: TrainConfig) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The blended ridge's record ({"weight", "penalty"}) and state, fitted on the training split (all of
+    it for an ensemble of folds; without --val-fraction's videos, which choose its penalty)."""
+    plan = SplitPlan.of(dataclasses.replace(config, folds=0, fold=0))
+    with FeatureStore(config.features) as store:
+        rows = labelled_splits(store, config.target, plan)
+        pooled = pooled_features(store)
+        scores = store.scores(config.target)
+        scale = (
+            difficulty_scale(store.column("difficulty")) if config.use_difficulty else np.ones(len(scores))
+        )
+        span = score_span(scores, store.path, config.target)
+    fit = fit_ridge(pooled, scores, scale, rows["train"], rows["val"], span)
+    state = {
+        f"ridge.{name}": torch.as_tensor(np.asarray(getattr(fit, name)), dtype=torch.float32)
+        for name in ("mean", "std", "weights", "bias")
+    }
+    return {"weight": config.ridge_blend, "penalty": fit.penalty}, state
+
+
+def ensemble_payload(
+    config: TrainConfig,
+    run_dir: Path,
+    payloads: list[dict],
+    paths: list[str],
+    ridge: tuple[dict, dict[str, torch.Tensor]] | None = None,
+) -> dict:
+    """The members' checkpoints as one: the first member's records, every member's config and weights
+    (and the blended ridge's), the training ranges joined, and which members it holds."""
     first = {key: value for key, value in payloads[0].items() if key not in TRAINING_STATE}
     state = {
         f"members.{index}.{name}": tensor
         for index, payload in enumerate(payloads)
         for name, tensor in payload["model"].items()
     }
+    model_config = {**payloads[0]["model_config"], "members": [p["model_config"] for p in payloads]}
+    if ridge is not None:
+        model_config["ridge"] = ridge[0]
+        state.update(ridge[1])
     ranges = [payload["training_range"] for payload in payloads]
     joined = {kind: [min(r[kind][0] for r in ranges), max(r[kind][1] for r in ranges)] for kind in ranges[0]}
     return {
         **first,
-        "model_config": {**payloads[0]["model_config"], "members": [p["model_config"] for p in payloads]},
+        "model_config": model_config,
         "model": state,
         "training_range": joined,
         "train_config": dataclasses.asdict(dataclasses.replace(config, out=str(run_dir))),

@@ -80,6 +80,12 @@ PRESETS = {
         description="three attn heads (issue 12's cross-validated defaults) averaged as one checkpoint",
         run={"ensemble": 3},
     ),
+    "attn-ridge-ensemble": Preset(
+        agg="attn",
+        description="three attn heads (issue 12's cross-validated defaults) averaged, then averaged with ridge "
+        "regression on the mean-pooled features (--ridge-blend 0.5), as one checkpoint",
+        run={"ensemble": 3, "ridge_blend": 0.5},
+    ),
     "attn-contrastive-ensemble": Preset(
         agg="attn",
         description="three attn heads (issue 12's cross-validated defaults) as contrastive regression against 10 "
