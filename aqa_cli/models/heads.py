@@ -295,18 +295,12 @@ class RidgeMember(nn.Module):
         self.register_buffer("std", torch.ones(feature_dim))
         self.register_buffer("weights", torch.zeros(feature_dim))
         self.register_buffer("bias", torch.zeros(()))
-
-    def set_fit(self, mean: Tensor, std: Tensor, weights: Tensor, bias: float) -> None:
-        with torch.no_grad():
-            self.mean.copy_(mean)
-            self.std.copy_(std)
-            self.weights.copy_(weights)
-            self.bias.fill_(bias)
+        self.pool = AverageAggregation()
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """(N,) the quality of each video of padded features (N, K, D)."""
         with full_precision(features.device):
-            pooled, _ = AverageAggregation()(features.float(), mask)
+            pooled, _ = self.pool(features.float(), mask)
             return ((pooled - self.mean) / self.std) @ self.weights + self.bias
 
 
