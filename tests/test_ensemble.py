@@ -13,12 +13,23 @@ import torch
 
 from aqa_cli.checkpoints.io import LAST, load_checkpoint
 from aqa_cli.evaluation.evaluate import evaluate_checkpoint
-from aqa_cli.evaluation.ridge import RIDGE_LAMBDAS, ridge_baseline
+from aqa_cli.evaluation.metrics import metrics, score_span
+from aqa_cli.evaluation.ridge import (
+    RIDGE_LAMBDAS,
+    difficulty_scale,
+    fit_ridge,
+    pooled_features,
+    ridge_baseline,
+)
+from aqa_cli.models.heads import RidgeMember
+from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig
+from aqa_cli.training.dispatch import train
 from aqa_cli.training.ensemble import ridge_member
 from aqa_cli.training.heads import with_target
 from tests.test_action_exemplars import stores  # noqa: F401 - the fixture
 from tests.test_features import dives, extracted  # noqa: F401 - the fixtures
+from tests.test_long_integration import feature_config, long_store  # noqa: F401 - the fixture
 
 TRAIN = ["--batch-size", "4", "--lr", "1e-3", "--epochs", "1", "--no-test-curve", "--device", "cpu"]
 
@@ -127,14 +138,64 @@ def test_the_blended_ridge_sees_no_test_video(stores: dict[str, Path]) -> None: 
     """The ridge a checkpoint carries is fitted on training videos only: with the test split's features and
     scores replaced by noise, its penalty and every weight are the same, bit for bit."""
     fits = [
-        ridge_member(with_target(TrainConfig(features=str(stores[name]), ensemble=2, ridge_blend=0.5)))
+        ridge_member(
+            with_target(
+                TrainConfig(features=str(stores[name]), ensemble=2, ridge_blend=0.5, ridge_pool="mean-max")
+            )
+        )
         for name in ("actions", "poisoned")
     ]
-    assert fits[0][0] == fits[1][0] == {"weight": 0.5, "penalty": fits[0][0]["penalty"]}
+    assert (
+        fits[0][0] == fits[1][0] == {"weight": 0.5, "penalty": fits[0][0]["penalty"], "pooling": "mean-max"}
+    )
     assert fits[0][1].keys() == {"ridge.mean", "ridge.std", "ridge.weights", "ridge.bias"}
     for key, tensor in fits[0][1].items():
         assert torch.equal(tensor, fits[1][1][key]), key
     assert fits[0][1]["ridge.weights"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean-max"])
+def test_the_blended_ridge_of_videos_of_any_length_is_the_ridge_fitted_on_their_pooled_clips(
+    long_store: Path,  # noqa: F811
+    tmp_path: Path,
+    pooling: str,
+) -> None:
+    """`--ridge-pool`: the checkpoint's ridge (`--ridge-blend 1`) on padded batches of 6-20 clip videos
+    predicts what the ridge fitted on the stores' pooled clips predicts; in this store one clip per video
+    carries the score, which the clips' maximum finds and their mean dilutes."""
+    run = tmp_path / pooling
+    settings = {"ensemble": 2, "ridge_blend": 1.0, "ridge_pool": pooling, "epochs": 1, "test_curve": False}
+    train(feature_config(long_store, run, "attn", **settings))
+    evaluated = evaluate_checkpoint(run, None, None, "test", "cpu", 8)
+    with FeatureStore(long_store) as store:
+        pooled, scores = pooled_features(store, pooling), store.scores("score")
+        scale, split = difficulty_scale(store.column("difficulty")), store.column("split")
+        span = score_span(scores, long_store, "score")
+    train_rows = [row for row, name in enumerate(split) if name == "train"]
+    test = np.array([row for row, name in enumerate(split) if name == "test"])
+    expected = metrics(
+        fit_ridge(pooled, scores, scale, train_rows, [], span).quality(pooled[test]) * scale[test],
+        scores[test],
+        span,
+    )
+    assert evaluated["rho"] == pytest.approx(expected["rho"], abs=1e-6)
+    assert evaluated["r_l2"] == pytest.approx(expected["r_l2"], rel=1e-4)
+    assert (evaluated["rho"] > 0.9) == (pooling == "mean-max")
+
+
+def test_the_ridge_member_pools_only_the_real_clips() -> None:
+    """Padded slots (here 100s) change neither the mean nor the maximum the ridge reads."""
+    torch.manual_seed(0)
+    ridge = RidgeMember(4, "mean-max")
+    ridge.weights.normal_()
+    videos = [torch.randn(clips, 4) for clips in (2, 5)]
+    padded = torch.full((2, 5, 4), 100.0)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    for index, video in enumerate(videos):
+        padded[index, : len(video)], mask[index, : len(video)] = video, True
+    alone = torch.cat([ridge(video[None]) for video in videos])
+    torch.testing.assert_close(ridge(padded, mask), alone)
+    assert not torch.allclose(ridge(padded), alone)
 
 
 def test_a_contrastive_checkpoint_scores_a_video_from_the_checkpoint_alone(

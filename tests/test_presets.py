@@ -143,12 +143,8 @@ def test_a_preset_sets_run_settings_unless_they_are_given() -> None:
     config = resolve_config(None, {"preset": "attn-contrastive-ensemble"})
     assert (config.agg, config.contrastive, config.exemplars, config.ensemble) == ("attn", True, 10, 3)
     blended = resolve_config(None, {"preset": "attn-ridge-ensemble"})
-    assert (blended.agg, blended.contrastive, blended.ensemble, blended.ridge_blend) == (
-        "attn",
-        False,
-        3,
-        0.5,
-    )
+    assert (blended.agg, blended.contrastive, blended.ensemble) == ("attn", False, 3)
+    assert (blended.ridge_blend, blended.ridge_pool) == (0.5, "mean-max")
     given = resolve_config(None, {"preset": "attn-contrastive-ensemble", "contrastive": False, "ensemble": 2})
     assert (given.contrastive, given.exemplars, given.ensemble) == (False, 10, 2)
     grid = resolve_grid(None, {"features": "f.h5", "preset": "attn-contrastive-ensemble", "ensemble": 5})

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from aqa_cli.cli.app import app, features_app, recipes_app, weights_app
+from aqa_cli.evaluation.ridge import RIDGE_POOLINGS
 from aqa_cli.pipelines.options import (
     DEFAULT_FRAMES,
     DEFAULT_TIMEOUT,
@@ -113,6 +114,14 @@ RidgeBlendOption = Annotated[
         help="With --ensemble: blend in ridge regression on the mean-pooled features, fitted on the training "
         "split (penalty by 5-fold cross-validation inside train, or on --val-fraction's videos), with this "
         "share of the score: 0.5 averages the heads' mean and the ridge. (default: 0, off)"
+    ),
+]
+RidgePool = Enum("RidgePool", {name: name for name in RIDGE_POOLINGS}, type=str)
+RidgePoolOption = Annotated[
+    RidgePool | None,
+    typer.Option(
+        help="With --ridge-blend: the ridge's input, the mean of the clip features or their mean and "
+        "channel-wise maximum side by side (mean-max). (default: mean)"
     ),
 ]
 ExemplarsOption = Annotated[
@@ -513,6 +522,7 @@ def train(
     exemplars: ExemplarsOption = None,
     ensemble: EnsembleOption = None,
     ridge_blend: RidgeBlendOption = None,
+    ridge_pool: RidgePoolOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -964,6 +974,7 @@ def experiment(
     exemplars: ExemplarsOption = None,
     ensemble: EnsembleOption = None,
     ridge_blend: RidgeBlendOption = None,
+    ridge_pool: RidgePoolOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(

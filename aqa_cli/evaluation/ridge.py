@@ -14,6 +14,9 @@ from aqa_cli.util.errors import AqaError
 
 RIDGE_LAMBDAS = tuple(10.0**k for k in range(-2, 6))
 """Ridge penalties tried on standardized mean-pooled features; the best on validation is kept."""
+RIDGE_POOLINGS = ("mean", "mean-max")
+"""How a video's clip features become the ridge's input: their mean (the baseline), or their mean and
+their channel-wise maximum side by side (a blended ridge's option: the maximum keeps short salient moments)."""
 RIDGE_FOLDS = 5
 """Folds inside train that choose the penalty when no validation split is held out (fewer, of at least two
 videos each, for a smaller training split)."""
@@ -34,9 +37,15 @@ class RidgeFit:
         return ((pooled - self.mean) / self.std) @ self.weights + self.bias
 
 
-def pooled_features(store: FeatureStore) -> np.ndarray:
-    """(samples, dim) the mean of each sample's clip features (view 0), as the ridge sees a video."""
-    return np.stack([store.features(row).mean(axis=0) for row in range(len(store))])
+def pooled_features(store: FeatureStore, pooling: str = "mean") -> np.ndarray:
+    """(samples, dim) the mean of each sample's clip features (view 0), as the ridge sees a video; (samples,
+    2 dim) with "mean-max": the mean, then the channel-wise maximum."""
+    if pooling not in RIDGE_POOLINGS:
+        raise AqaError(f"unknown ridge pooling {pooling!r}; choose one of {', '.join(RIDGE_POOLINGS)}")
+    clips = [store.features(row) for row in range(len(store))]
+    if pooling == "mean":
+        return np.stack([features.mean(axis=0) for features in clips])
+    return np.stack([np.concatenate([features.mean(axis=0), features.max(axis=0)]) for features in clips])
 
 
 def difficulty_scale(difficulty: np.ndarray) -> np.ndarray:

@@ -284,23 +284,29 @@ class AQAHead(nn.Module):
 
 
 class RidgeMember(nn.Module):
-    """Ridge regression on the mean of a video's real clip features, standardized with the training
-    videos' statistics: the linear baseline, fitted in closed form by the trainer
-    (`evaluation.ridge.fit_ridge`), that an ensemble may blend in. Its quality is multiplied by the
-    difficulty as the heads' is."""
+    """Ridge regression on the mean of a video's real clip features (`pooling` "mean-max": the mean and
+    the channel-wise maximum), standardized with the training videos' statistics: the linear baseline,
+    fitted in closed form by the trainer (`evaluation.ridge.fit_ridge`), that an ensemble may blend in.
+    Its quality is multiplied by the difficulty as the heads' is."""
 
-    def __init__(self, feature_dim: int) -> None:
+    def __init__(self, feature_dim: int, pooling: str = "mean") -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(feature_dim))
-        self.register_buffer("std", torch.ones(feature_dim))
-        self.register_buffer("weights", torch.zeros(feature_dim))
+        width = 2 * feature_dim if pooling == "mean-max" else feature_dim
+        self.pooling = pooling
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+        self.register_buffer("weights", torch.zeros(width))
         self.register_buffer("bias", torch.zeros(()))
-        self.pool = AverageAggregation()
+        self.average = AverageAggregation()
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """(N,) the quality of each video of padded features (N, K, D)."""
         with full_precision(features.device):
-            pooled, _ = self.pool(features.float(), mask)
+            features = features.float()
+            pooled, _ = self.average(features, mask)
+            if self.pooling == "mean-max":
+                real = features if mask is None else features.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+                pooled = torch.cat([pooled, real.amax(dim=1)], dim=-1)
             return ((pooled - self.mean) / self.std) @ self.weights + self.bias
 
 

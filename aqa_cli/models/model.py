@@ -42,8 +42,8 @@ class ModelConfig:
     members: list[dict[str, Any]] | None = None
     """An ensemble: its members' configs (the head is their `EnsembleHead`); None: one head."""
     ridge: dict[str, Any] | None = None
-    """An ensemble's blended ridge member: {"weight": its share of the score, "penalty": the one chosen};
-    None: no ridge."""
+    """An ensemble's blended ridge member: {"weight": its share of the score, "penalty": the one chosen,
+    "pooling": "mean" or "mean-max" (absent: mean)}; None: no ridge."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
@@ -115,7 +115,8 @@ def build_head(config: ModelConfig) -> AQAHead | EnsembleHead:
         members = [build_head(ModelConfig.from_dict(member)) for member in config.members]
         if not config.ridge:
             return EnsembleHead(members)
-        return EnsembleHead(members, RidgeMember(members[0].feature_dim), config.ridge["weight"])
+        ridge = RidgeMember(members[0].feature_dim, config.ridge.get("pooling", "mean"))
+        return EnsembleHead(members, ridge, config.ridge["weight"])
     width = config.feature_dim or feature_dim(config.depth)
     return AQAHead(
         width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options, config.contrastive

@@ -6,8 +6,8 @@ Members live in RUN/members/<seed S | fold F>/ as ordinary runs (each resumable)
 ensemble with --resume resumes the unfinished members and skips the finished ones. A member with a
 validation split contributes its best.pt, else its last.pt.
 
-`--ridge-blend W` adds a ridge regression on the mean-pooled features (`models.heads.RidgeMember`), fitted
-as the experiments' ridge baseline is (on all of train, its penalty chosen on the val videos or by 5-fold
+`--ridge-blend W` adds a ridge regression on the mean-pooled features (`--ridge-pool mean-max`: the mean and
+the channel-wise maximum; `models.heads.RidgeMember`), fitted as the experiments' ridge baseline is (on all of train, its penalty chosen on the val videos or by 5-fold
 cross-validation inside train), whose score takes the share W of the ensemble's.
 """
 
@@ -24,7 +24,7 @@ from aqa_cli.checkpoints.io import BEST, LAST, RUNS_DIR, load_checkpoint, save_c
 from aqa_cli.data.splits import SplitPlan, labelled_splits
 from aqa_cli.evaluation.evaluate import evaluate_checkpoint
 from aqa_cli.evaluation.metrics import score_span
-from aqa_cli.evaluation.ridge import difficulty_scale, fit_ridge, pooled_features
+from aqa_cli.evaluation.ridge import RIDGE_POOLINGS, difficulty_scale, fit_ridge, pooled_features
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig, resolve_head_defaults
 from aqa_cli.training.heads import train_heads, with_target
@@ -63,6 +63,8 @@ def train_ensemble(
         raise AqaError(
             f"--ridge-blend {config.ridge_blend}: give the ridge's share of the score, from 0 to 1"
         )
+    if config.ridge_pool not in RIDGE_POOLINGS:
+        raise AqaError(f"--ridge-pool {config.ridge_pool!r}: choose one of {', '.join(RIDGE_POOLINGS)}")
     config = resolve_head_defaults(with_target(config))  # its config.toml repeats it exactly
     default = RUNS_DIR / f"ensemble-{Path(config.features).stem}-{config.agg}-seed{config.seed}"
     run_dir, _ = open_run(config, resume, default)
@@ -94,7 +96,7 @@ def ridge_member(config: TrainConfig) -> tuple[dict, dict[str, torch.Tensor]]:
     plan = SplitPlan.of(dataclasses.replace(config, folds=0, fold=0))
     with FeatureStore(config.features) as store:
         rows = labelled_splits(store, config.target, plan)
-        pooled = pooled_features(store)
+        pooled = pooled_features(store, config.ridge_pool)
         scores = store.scores(config.target)
         scale = (
             difficulty_scale(store.column("difficulty")) if config.use_difficulty else np.ones(len(scores))
@@ -105,7 +107,7 @@ def ridge_member(config: TrainConfig) -> tuple[dict, dict[str, torch.Tensor]]:
         f"ridge.{name}": torch.as_tensor(np.asarray(getattr(fit, name)), dtype=torch.float32)
         for name in ("mean", "std", "weights", "bias")
     }
-    return {"weight": config.ridge_blend, "penalty": fit.penalty}, state
+    return {"weight": config.ridge_blend, "penalty": fit.penalty, "pooling": config.ridge_pool}, state
 
 
 def ensemble_payload(

@@ -83,8 +83,9 @@ PRESETS = {
     "attn-ridge-ensemble": Preset(
         agg="attn",
         description="three attn heads (issue 12's cross-validated defaults) averaged, then averaged with ridge "
-        "regression on the mean-pooled features (--ridge-blend 0.5), as one checkpoint",
-        run={"ensemble": 3, "ridge_blend": 0.5},
+        "regression on the clip features' mean and maximum (--ridge-blend 0.5 --ridge-pool mean-max), as one "
+        "checkpoint",
+        run={"ensemble": 3, "ridge_blend": 0.5, "ridge_pool": "mean-max"},
     ),
     "attn-contrastive-ensemble": Preset(
         agg="attn",
