@@ -27,6 +27,7 @@ from aqa_cli.training.config import TrainConfig
 from aqa_cli.training.dispatch import train
 from aqa_cli.training.ensemble import ridge_member
 from aqa_cli.training.heads import with_target
+from aqa_cli.util.errors import AqaError
 from tests.test_action_exemplars import stores  # noqa: F401 - the fixture
 from tests.test_features import dives, extracted  # noqa: F401 - the fixtures
 from tests.test_long_integration import feature_config, long_store  # noqa: F401 - the fixture
@@ -106,7 +107,7 @@ def test_a_ridge_blend_is_the_heads_and_the_ridge_baseline_averaged_in_eval_and_
             *TRAIN,
             check=0,
         )
-        evaluated[weight] = json.loads(aqa("eval", "--run", run, "--json", "--device", "cpu", check=0).stdout)
+        evaluated[weight] = evaluate_checkpoint(run, None, None, "test", "cpu", 8)
         with h5py.File(evaluated[weight]["predictions"], "r") as f:
             evaluated[weight]["scores"] = f["score"][()]
         scored[weight] = json.loads(
@@ -128,10 +129,8 @@ def test_a_ridge_blend_is_the_heads_and_the_ridge_baseline_averaged_in_eval_and_
     assert ridge_record["weight"] == 0.5 and ridge_record["penalty"] in RIDGE_LAMBDAS
     assert "ridge" not in load_checkpoint(tmp_path / "blend-0" / LAST)["model_config"]
 
-    alone = aqa(
-        "train", "--features", extracted, "--out", tmp_path / "alone", "--ridge-blend", "0.5", *TRAIN, check=2
-    )
-    assert "--ensemble" in alone.stderr and "Traceback" not in alone.stderr
+    with pytest.raises(AqaError, match="add --ensemble"):
+        train(TrainConfig(features=str(extracted), ridge_blend=0.5, out=str(tmp_path / "alone")))
 
 
 def test_the_blended_ridge_sees_no_test_video(stores: dict[str, Path]) -> None:  # noqa: F811
