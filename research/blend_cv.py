@@ -13,7 +13,8 @@ from scipy.stats import spearmanr
 from aqa_cli.checkpoints.io import LAST, load_checkpoint
 from aqa_cli.data.splits import SplitPlan, labelled_splits
 from aqa_cli.evaluation.evaluate import predict_heads
-from aqa_cli.evaluation.ridge import RIDGE_LAMBDAS, _train_folds, ridge_fit
+from aqa_cli.evaluation.metrics import score_span
+from aqa_cli.evaluation.ridge import fit_ridge
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig, resolve_head_defaults
 from aqa_cli.training.dispatch import train
@@ -26,28 +27,18 @@ def rho(predicted, true):
     return float(spearmanr(predicted, true).statistic)
 
 
-def ridge_predictions(pooled, scores, fit_rows, rows):
-    def fitted(fit, penalty):
-        mean, std = pooled[fit].mean(axis=0), pooled[fit].std(axis=0) + 1e-8
-        weights, bias = ridge_fit((pooled[fit] - mean) / std, scores[fit], penalty)
-        return lambda at: ((pooled[at] - mean) / std) @ weights + bias
-
-    inner = [(np.setdiff1d(fit_rows, held), held) for held in _train_folds(fit_rows)]
-    best = max(RIDGE_LAMBDAS, key=lambda p: np.mean([rho(fitted(f, p)(h), scores[h]) for f, h in inner]))
-    return fitted(fit_rows, best)(rows)
-
-
 results = []
 with FeatureStore(STORE) as store:
     pooled = np.stack([store.features(row).mean(axis=0) for row in range(len(store))])
 for target in ("TES", "PCS"):
     with FeatureStore(STORE) as store:
         scores = store.scores(target)
+        span = score_span(scores, store.path, target)
     for fold in range(FOLDS):
         with FeatureStore(STORE) as store:
             rows = labelled_splits(store, target, SplitPlan(folds=FOLDS, fold=fold))
         fit_rows, val_rows = np.array(rows["train"]), np.array(rows["val"])
-        ridge = ridge_predictions(pooled, scores, fit_rows, val_rows)
+        ridge = fit_ridge(pooled, scores, np.ones(len(scores)), rows["train"], [], span).quality(pooled[val_rows])
         row = {"target": target, "fold": fold, "ridge": rho(ridge, scores[val_rows])}
         for precision in ("fp32", "bf16"):
             out = OUT / "cv-attn" / f"{target}-fold{fold}-{precision}"

@@ -30,8 +30,14 @@ AGG_HELP = (
 )
 
 
-PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)
-GdltLayout = Enum("GdltLayout", {name: name for name in GDLT_LAYOUTS}, type=str)
+def choices(name: str, values) -> type[Enum]:
+    """A string Enum of `values`, which Typer shows as the option's [a|b|…] choices."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+PresetName = choices("PresetName", PRESETS)
+GdltLayout = choices("GdltLayout", GDLT_LAYOUTS)
+RidgePool = choices("RidgePool", RIDGE_POOLINGS)
 
 PresetOption = Annotated[
     PresetName | None,
@@ -116,7 +122,6 @@ RidgeBlendOption = Annotated[
         "share of the score: 0.5 averages the heads' mean and the ridge. (default: 0, off)"
     ),
 ]
-RidgePool = Enum("RidgePool", {name: name for name in RIDGE_POOLINGS}, type=str)
 RidgePoolOption = Annotated[
     RidgePool | None,
     typer.Option(

@@ -86,6 +86,13 @@ class WeightDecider(nn.Module):
         return (clips * weights).sum(dim=1), weights
 
 
+def quality_times_difficulty(quality: Tensor, difficulty: Tensor | None, use_difficulty: bool) -> Tensor:
+    """The score: the quality times the difficulty where a sample has one (NaN: none), with `use_difficulty`."""
+    if not use_difficulty or difficulty is None:
+        return quality
+    return quality * torch.nan_to_num(difficulty.float(), nan=1.0)
+
+
 class AQAOutput(NamedTuple):
     score: Tensor
     """(N,) quality times difficulty where the sample has one, else the quality."""
@@ -199,9 +206,7 @@ class AQAHead(nn.Module):
             quality = quality.float()
             if self.contrastive:
                 quality = self.quality_from_exemplars(pooled.float(), difficulty, actions)
-            score = quality
-            if self.use_difficulty and difficulty is not None:
-                score = quality * torch.nan_to_num(difficulty.float(), nan=1.0)
+            score = quality_times_difficulty(quality, difficulty, self.use_difficulty)
         return AQAOutput(score, quality, clip_weights, embed, pooled)
 
     def direct(
@@ -344,9 +349,7 @@ class EnsembleHead(nn.Module):
         score = scores.mean(dim=0)
         if self.ridge is not None:
             ridge_quality = self.ridge(features, mask)
-            ridge_score = ridge_quality
-            if self.use_difficulty and difficulty is not None:
-                ridge_score = ridge_quality * torch.nan_to_num(difficulty.float(), nan=1.0)
+            ridge_score = quality_times_difficulty(ridge_quality, difficulty, self.use_difficulty)
             score = torch.lerp(score, ridge_score, self.ridge_weight)
             quality = torch.lerp(quality, ridge_quality, self.ridge_weight)
         return AQAOutput(score, quality, weights, spread=scores.std(dim=0, unbiased=False))
