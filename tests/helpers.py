@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from aqa_cli.media.decoder import FRAME_SIZE, VideoDecoder, VideoInfo
+from tests.cli_process import run_cli
 
 NUMBER_BITS = 12
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -114,17 +115,17 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
-def run_aqa(*args, cwd=None, check=None, timeout=900) -> subprocess.CompletedProcess:
-    """Run the real `aqa` command line in a subprocess, as a user would."""
+def run_aqa(*args, cwd=None, check=None, timeout=900, fresh=False) -> subprocess.CompletedProcess:
+    """Run the real `aqa` command line in a process of its own, as a user would: forked from a server that
+    has imported the package (tests/cli_process.py), or with `fresh` a new interpreter, `python -m aqa_cli`,
+    which also checks that the command imports all it uses."""
     env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "aqa_cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    args = [str(arg) for arg in args]
+    if fresh:
+        command = [sys.executable, "-m", "aqa_cli", *args]
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    else:
+        result = run_cli(args, cwd, env, timeout)
     if check is not None and result.returncode != check:
         raise AssertionError(
             f"exit {result.returncode} != {check}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -196,7 +196,9 @@ def test_explain_draws_one_png_per_video(aqa, run_dir: Path, videos: list[Path],
     assert_png(tmp_path / "one.png")
 
     twice = [*videos, videos[0]]  # a repeated stem gets its position appended
-    result = aqa("score", *twice, "--run", run_dir, "--explain", tmp_path / "out" / "dive.png", check=0)
+    result = aqa(
+        "score", *twice, "--run", run_dir, "--explain", tmp_path / "out" / "dive.png", check=0, fresh=True
+    )
     expected = ["dive-noise.png", "dive-numbers.png", "dive-noise-3.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(expected)
     for name in expected:

@@ -237,7 +237,7 @@ def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
     """Splash size and entry angle carry the quality: a ResNet-10 must rank 12 unseen dives far better than
     difficulty alone (an untrained model stays near that baseline)."""
     aqa("synth", tmp_path / "videos", "--videos", "48", "--seed", "5", check=0)
-    aqa(
+    aqa(  # the main job's commands in new interpreters, as a user's shell starts them
         "preprocess",
         tmp_path / "videos" / "manifest.csv",
         "--out",
@@ -247,6 +247,7 @@ def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
         "--fit",
         "tail",
         check=0,
+        fresh=True,
     )
     tiny = [
         "--store",
@@ -270,9 +271,21 @@ def test_a_tiny_model_learns_the_synthetic_dives(tmp_path: Path, aqa) -> None:
     aqa(
         "train", *tiny, "--out", tmp_path / "untrained", "--epochs", "1", "--lr", "0", check=0
     )  # BN stats only
-    aqa("train", *tiny, "--out", tmp_path / "run", "--epochs", "12", "--lr", "3e-3", check=0, timeout=1800)
+    aqa(
+        "train",
+        *tiny,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "12",
+        "--lr",
+        "3e-3",
+        check=0,
+        timeout=1800,
+        fresh=True,
+    )
     untrained = json.loads(aqa("eval", "--run", tmp_path / "untrained", "--json", check=0).stdout)
-    trained = json.loads(aqa("eval", "--run", tmp_path / "run", "--json", check=0).stdout)
+    trained = json.loads(aqa("eval", "--run", tmp_path / "run", "--json", check=0, fresh=True).stdout)
     baseline = trained["difficulty_baseline_rho"]
     assert trained["rho"] > max(0.75, baseline + 0.2), (trained, baseline)
     assert trained["rho"] > untrained["rho"] + 0.15
