@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from aqa_cli.checkpoints.io import LAST, load_checkpoint
+from aqa_cli.data.splits import SplitPlan, labelled_splits
 from aqa_cli.evaluation.evaluate import evaluate_checkpoint
 from aqa_cli.evaluation.metrics import metrics, score_span
 from aqa_cli.evaluation.ridge import (
@@ -22,6 +23,7 @@ from aqa_cli.evaluation.ridge import (
     ridge_baseline,
 )
 from aqa_cli.models.heads import RidgeMember
+from aqa_cli.pipelines.import_features import import_features
 from aqa_cli.stores.feature_store import FeatureStore
 from aqa_cli.training.config import TrainConfig
 from aqa_cli.training.dispatch import train
@@ -227,3 +229,66 @@ def test_a_contrastive_checkpoint_scores_a_video_from_the_checkpoint_alone(
         ).stdout
     )[0]
     assert scored["quality"] == pytest.approx(predicted[name], rel=2e-2, abs=0.05)
+
+
+def write_two_score_layout(root: Path) -> Path:
+    """60 videos (45 train, 15 test) of 4..9 clips whose channel 0 carries a quality q; two score columns:
+    `noisy` = 10 q + N(0, 3) (the target) and `clean` = 10 q + N(0, 0.2) (its auxiliary, as PCS is for TES)."""
+    rng = np.random.default_rng(3)
+    (root / "feats").mkdir(parents=True)
+    lines = ["id,noisy,clean,split"]
+    for k in range(60):
+        quality = rng.uniform(0, 1)
+        features = rng.normal(size=(4 + k % 6, 8)).astype(np.float32)
+        features[:, 0] = quality + 0.1 * rng.normal(size=len(features))
+        np.save(root / "feats" / f"v{k:02d}.npy", features)
+        noisy, clean = 10 * quality + rng.normal(0, 3), 10 * quality + rng.normal(0, 0.2)
+        lines.append(f"v{k:02d},{noisy:.4f},{clean:.4f},{'test' if k % 4 == 3 else 'train'}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return import_features(root, root / "store.h5", dtype="float32").out
+
+
+def test_an_auxiliary_target_is_its_own_ensemble_mapped_by_the_training_labels_line(
+    tmp_path: Path, aqa
+) -> None:
+    """`--aux-target clean`: the same ensemble trained on the other score column (RUN/auxiliary/), its quality
+    mapped onto the target by the least-squares line through the TRAINING videos' two labels, averaged in with
+    --aux-weight's share; eval from the checkpoint alone (the command line, no flags) gives exactly that.
+    Ridge-only ensembles (--ridge-blend 1) make both predictors closed-form: the cleaner label must help."""
+    store = write_two_score_layout(tmp_path / "layout")
+    settings = dict(ensemble=2, ridge_blend=1.0, epochs=1, batch_size=8, test_curve=False, target="noisy")
+    train(feature_config(store, tmp_path / "alone", "attn", **settings))
+    train(feature_config(store, tmp_path / "aux", "attn", aux_target="clean", aux_weight=0.5, **settings))
+    alone = evaluate_checkpoint(tmp_path / "alone", None, None, "test", "cpu", 8)
+    blended = json.loads(aqa("eval", "--run", tmp_path / "aux", "--json", check=0).stdout)
+    auxiliary = evaluate_checkpoint(tmp_path / "aux" / "auxiliary", None, None, "test", "cpu", 8)
+    import h5py
+
+    scores = {}
+    for name, found in (("alone", alone), ("blended", blended), ("auxiliary", auxiliary)):
+        with h5py.File(found["predictions"], "r") as f:
+            scores[name] = f["score"][()]
+    record = load_checkpoint(tmp_path / "aux" / LAST)["model_config"]["auxiliary"]
+    assert (record["target"], record["weight"]) == ("clean", 0.5)
+    assert record["model_config"]["ridge"]["weight"] == 1.0 and len(record["model_config"]["members"]) == 2
+    with FeatureStore(store) as opened:
+        rows = labelled_splits(opened, "noisy", SplitPlan())
+        noisy, clean = opened.scores("noisy"), opened.scores("clean")
+    slope, intercept = np.polyfit(clean[rows["train"]], noisy[rows["train"]], 1)
+    assert record["line"] == pytest.approx([intercept, slope], rel=1e-6)
+    every = rows["train"] + rows["test"]  # a line that had seen the test videos would differ
+    assert not np.allclose(np.polyfit(clean[every], noisy[every], 1), [slope, intercept], rtol=1e-3)
+    expected = 0.5 * scores["alone"] + 0.5 * (intercept + slope * scores["auxiliary"])
+    np.testing.assert_allclose(scores["blended"], expected, rtol=1e-5, atol=1e-4)
+    assert blended["rho"] > alone["rho"] + 0.05, (blended["rho"], alone["rho"])
+    with h5py.File(blended["predictions"], "r") as f:
+        sample, score = f["id"][0].decode(), float(f["score"][0])
+    feature_file = tmp_path / "layout" / "feats" / f"{sample}.npy"  # `aqa score` of the clip features
+    scored = json.loads(aqa("score", feature_file, "--run", tmp_path / "aux", "--json", check=0).stdout)[0]
+    assert scored["score"] == pytest.approx(score, abs=1e-4)
+
+    for wrong, message in (("noisy", "name another score column"), ("PCS", "name another score column")):
+        with pytest.raises(AqaError, match=message):
+            train(feature_config(store, tmp_path / wrong, "attn", aux_target=wrong, **settings))
+    with pytest.raises(AqaError, match="add --ensemble"):
+        train(feature_config(store, tmp_path / "single", "attn", aux_target="clean", target="noisy"))

@@ -145,6 +145,16 @@ def test_a_preset_sets_run_settings_unless_they_are_given() -> None:
     blended = resolve_config(None, {"preset": "attn-ridge-ensemble"})
     assert (blended.agg, blended.contrastive, blended.ensemble) == ("attn", False, 3)
     assert (blended.ridge_blend, blended.ridge_pool) == (0.5, "mean-max")
+    auxiliary = {
+        target: resolve_head_defaults(
+            resolve_config(None, {"preset": "attn-ridge-aux-ensemble", "target": target})
+        )
+        for target in ("TES", "PCS", "score")
+    }
+    assert [auxiliary[target].aux_target for target in ("TES", "PCS", "score")] == ["PCS", "", ""]
+    assert {(c.ensemble, c.ridge_blend, c.ridge_pool, c.aux_weight) for c in auxiliary.values()} == {
+        (3, 0.5, "mean-max", 0.5)
+    }
     given = resolve_config(None, {"preset": "attn-contrastive-ensemble", "contrastive": False, "ensemble": 2})
     assert (given.contrastive, given.exemplars, given.ensemble) == (False, 10, 2)
     grid = resolve_grid(None, {"features": "f.h5", "preset": "attn-contrastive-ensemble", "ensemble": 5})

@@ -129,6 +129,18 @@ RidgePoolOption = Annotated[
         "channel-wise maximum side by side (mean-max). (default: mean)"
     ),
 ]
+AuxTargetOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --ensemble: also train it on this other score column of the store (e.g. PCS for TES) and "
+        "average that ensemble's prediction, mapped onto the target by the line through the training "
+        "videos' two labels, into the score with --aux-weight's share. (default: none)"
+    ),
+]
+AuxWeightOption = Annotated[
+    float | None,
+    typer.Option(help="With --aux-target: its share of the score. (default: 0.5)"),
+]
 ExemplarsOption = Annotated[
     int | None,
     typer.Option(
@@ -528,6 +540,8 @@ def train(
     ensemble: EnsembleOption = None,
     ridge_blend: RidgeBlendOption = None,
     ridge_pool: RidgePoolOption = None,
+    aux_target: AuxTargetOption = None,
+    aux_weight: AuxWeightOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -980,6 +994,8 @@ def experiment(
     ensemble: EnsembleOption = None,
     ridge_blend: RidgeBlendOption = None,
     ridge_pool: RidgePoolOption = None,
+    aux_target: AuxTargetOption = None,
+    aux_weight: AuxWeightOption = None,
     stream: Annotated[
         bool | None,
         typer.Option(

@@ -318,16 +318,26 @@ class RidgeMember(nn.Module):
 class EnsembleHead(nn.Module):
     """Several trained heads (an ensemble's members: seeds or folds) as one: the mean of their scores,
     qualities and clip weights, and the spread (std, ddof 0) of their scores. With a `ridge` member, the
-    score and quality are (1 - ridge_weight) x the heads' mean + ridge_weight x the ridge's; the spread
+    score and quality are (1 - ridge_weight) x the heads' mean + ridge_weight x the ridge's. With an
+    `auxiliary` ensemble (trained on another score column), its quality mapped onto this target's by the
+    buffer `auxiliary_line` (intercept, slope) then takes the share auxiliary_weight of that. The spread
     stays the learned heads'."""
 
     def __init__(
-        self, members: list[AQAHead], ridge: RidgeMember | None = None, ridge_weight: float = 0.0
+        self,
+        members: list[AQAHead],
+        ridge: RidgeMember | None = None,
+        ridge_weight: float = 0.0,
+        auxiliary: EnsembleHead | None = None,
+        auxiliary_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.agg, self.use_difficulty = members[0].agg, members[0].use_difficulty
         self.ridge, self.ridge_weight = ridge, ridge_weight
+        self.auxiliary, self.auxiliary_weight = auxiliary, auxiliary_weight
+        if auxiliary is not None:
+            self.register_buffer("auxiliary_line", torch.tensor([0.0, 1.0]))
 
     @property
     def is_long(self) -> bool:
@@ -352,4 +362,12 @@ class EnsembleHead(nn.Module):
             ridge_score = quality_times_difficulty(ridge_quality, difficulty, self.use_difficulty)
             score = torch.lerp(score, ridge_score, self.ridge_weight)
             quality = torch.lerp(quality, ridge_quality, self.ridge_weight)
+        if self.auxiliary is not None:
+            mapped = (
+                self.auxiliary_line[0]
+                + self.auxiliary_line[1] * self.auxiliary(features, difficulty, mask, actions).quality
+            )
+            mapped_score = quality_times_difficulty(mapped, difficulty, self.use_difficulty)
+            score = torch.lerp(score, mapped_score, self.auxiliary_weight)
+            quality = torch.lerp(quality, mapped, self.auxiliary_weight)
         return AQAOutput(score, quality, weights, spread=scores.std(dim=0, unbiased=False))

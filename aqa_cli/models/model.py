@@ -44,11 +44,15 @@ class ModelConfig:
     ridge: dict[str, Any] | None = None
     """An ensemble's blended ridge member: {"weight": its share of the score, "penalty": the one chosen,
     "pooling": "mean" or "mean-max" (absent: mean)}; None: no ridge."""
+    auxiliary: dict[str, Any] | None = None
+    """An ensemble's auxiliary ensemble, trained on another score column of the store: {"target": that
+    column, "weight": its share of the score, "line": [intercept, slope] mapping its quality onto this
+    target's (least squares over the training videos' two labels), "model_config": its config}; None: none."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; `head_options` only where set, so avg/wd configs stay as they were."""
         data = dataclasses.asdict(self)
-        for name in ("head_options", "contrastive", "members", "ridge"):
+        for name in ("head_options", "contrastive", "members", "ridge", "auxiliary"):
             if data[name] is None:
                 del data[name]
         return data
@@ -113,10 +117,18 @@ def build_head(config: ModelConfig) -> AQAHead | EnsembleHead:
     ensemble's members averaged."""
     if config.members:
         members = [build_head(ModelConfig.from_dict(member)) for member in config.members]
-        if not config.ridge:
-            return EnsembleHead(members)
-        ridge = RidgeMember(members[0].feature_dim, config.ridge.get("pooling", "mean"))
-        return EnsembleHead(members, ridge, config.ridge["weight"])
+        ridge = auxiliary = None
+        if config.ridge:
+            ridge = RidgeMember(members[0].feature_dim, config.ridge.get("pooling", "mean"))
+        if config.auxiliary:
+            auxiliary = build_head(ModelConfig.from_dict(config.auxiliary["model_config"]))
+        return EnsembleHead(
+            members,
+            ridge,
+            config.ridge["weight"] if config.ridge else 0.0,
+            auxiliary,
+            config.auxiliary["weight"] if config.auxiliary else 0.0,
+        )
     width = config.feature_dim or feature_dim(config.depth)
     return AQAHead(
         width, config.agg, config.wd_dropout, config.use_difficulty, config.head_options, config.contrastive

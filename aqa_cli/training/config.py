@@ -83,6 +83,8 @@ class TrainConfig:
     ensemble: int = 0  # --features: train this many heads (seeds, or the folds of --folds) as one checkpoint
     ridge_blend: float = 0.0  # with --ensemble: the share of a ridge regression blended into its score
     ridge_pool: str = "mean"  # the blended ridge's input: mean or mean-max of the clip features
+    aux_target: str = ""  # with --ensemble: also an ensemble on this score column, averaged in; "": none
+    aux_weight: float = 0.5  # with --aux-target: that ensemble's share of the score
     folds: int = 0  # k-fold cross-validation inside train (`aqa experiment --folds`): 0 = off
     fold: int = 0  # which fold is this run's validation set
     resplit: int = 0  # >= 1: train/test re-drawn from the store's train + test by this seed (`data.splits`)

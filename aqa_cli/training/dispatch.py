@@ -19,6 +19,10 @@ def train(config: TrainConfig, resume: bool = False, progress: TrainingProgress 
         raise AqaError(
             "--ridge-blend blends ridge regression into an ensemble's score: add --ensemble N (N >= 2)"
         )
+    if config.aux_target and not config.ensemble:
+        raise AqaError(
+            "--aux-target averages an ensemble on another score into an ensemble's score: add --ensemble N (N >= 2)"
+        )
     if config.ensemble:
         return train_ensemble(config, resume, progress)
     if config.features:

@@ -9,6 +9,11 @@ validation split contributes its best.pt, else its last.pt.
 `--ridge-blend W` adds a ridge regression on the mean-pooled features (`--ridge-pool mean-max`: the mean and
 the channel-wise maximum; `models.heads.RidgeMember`), fitted as the experiments' ridge baseline is (on all of train, its penalty chosen on the val videos or by 5-fold
 cross-validation inside train), whose score takes the share W of the ensemble's.
+
+`--aux-target COLUMN` (`--aux-weight W`, default 0.5) trains the same ensemble on another score column of
+the store (in RUN/auxiliary/, e.g. PCS for TES: a correlated, less noisy label) and maps its quality onto
+the target's by the least-squares line between the training videos' two labels; that mapped prediction
+takes the share W of the score.
 """
 
 from __future__ import annotations
@@ -65,7 +70,13 @@ def train_ensemble(
         )
     if config.ridge_pool not in RIDGE_POOLINGS:
         raise AqaError(f"--ridge-pool {config.ridge_pool!r}: choose one of {', '.join(RIDGE_POOLINGS)}")
+    if not 0 <= config.aux_weight <= 1:
+        raise AqaError(
+            f"--aux-weight {config.aux_weight}: give the auxiliary's share of the score, from 0 to 1"
+        )
     config = resolve_head_defaults(with_target(config))  # its config.toml repeats it exactly
+    if config.aux_target:
+        check_aux_target(config)
     default = RUNS_DIR / f"ensemble-{Path(config.features).stem}-{config.agg}-seed{config.seed}"
     run_dir, _ = open_run(config, resume, default)
     if resume and not (run_dir / "config.toml").is_file():
@@ -80,7 +91,8 @@ def train_ensemble(
         payloads.append(load_checkpoint(path))
         chosen.append(str(path))
     ridge = ridge_member(config) if config.ridge_blend else None
-    save_checkpoint(run_dir / LAST, ensemble_payload(config, run_dir, payloads, chosen, ridge))
+    auxiliary = auxiliary_member(config, run_dir, progress) if config.aux_target else None
+    save_checkpoint(run_dir / LAST, ensemble_payload(config, run_dir, payloads, chosen, ridge, auxiliary))
     row = {"epoch": payloads[0]["epoch"]}
     if config.test_curve and not config.folds:
         with contextlib.suppress(AqaError):  # no labelled test split: nothing to report
@@ -110,12 +122,55 @@ def ridge_member(config: TrainConfig) -> tuple[dict, dict[str, torch.Tensor]]:
     return {"weight": config.ridge_blend, "penalty": fit.penalty, "pooling": config.ridge_pool}, state
 
 
+def check_aux_target(config: TrainConfig) -> None:
+    """--aux-target names another score column of the store (checked before any member trains)."""
+    with FeatureStore(config.features) as store:
+        others = [name for name in store.score_columns if name != config.target]
+    if config.aux_target not in others:
+        raise AqaError(
+            f"--aux-target {config.aux_target}: name another score column of {config.features} than the "
+            f"target {config.target}: {', '.join(others) or 'it has none'}"
+        )
+
+
+def auxiliary_member(
+    config: TrainConfig, run_dir: Path, progress: TrainingProgress | None
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The auxiliary ensemble (the same settings on `config.aux_target`, in RUN/auxiliary/, resumed there
+    when rerun), its record and state: the line maps its quality onto the target's, fitted on the training
+    videos' two labels (without --val-fraction's videos; all of train for an ensemble of folds)."""
+    with FeatureStore(config.features) as store:
+        rows = labelled_splits(
+            store, config.target, SplitPlan.of(dataclasses.replace(config, folds=0, fold=0))
+        )
+        scale = difficulty_scale(store.column("difficulty")) if config.use_difficulty else 1.0
+        target, other = (store.scores(name) / scale for name in (config.target, config.aux_target))
+    train = [row for row in rows["train"] if np.isfinite(other[row])]
+    slope, intercept = np.polyfit(other[train], target[train], 1)
+    out = run_dir / "auxiliary"
+    aux_config = dataclasses.replace(
+        config, target=config.aux_target, aux_target="", out=str(out), test_curve=False
+    )
+    train_ensemble(aux_config, resume=(out / "config.toml").is_file(), progress=progress)
+    payload = load_checkpoint(out / LAST)
+    record = {
+        "target": config.aux_target,
+        "weight": config.aux_weight,
+        "line": [float(intercept), float(slope)],
+        "model_config": payload["model_config"],
+    }
+    state = {f"auxiliary.{name}": tensor for name, tensor in payload["model"].items()}
+    state["auxiliary_line"] = torch.tensor([intercept, slope], dtype=torch.float32)
+    return record, state
+
+
 def ensemble_payload(
     config: TrainConfig,
     run_dir: Path,
     payloads: list[dict],
     paths: list[str],
     ridge: tuple[dict, dict[str, torch.Tensor]] | None = None,
+    auxiliary: tuple[dict, dict[str, torch.Tensor]] | None = None,
 ) -> dict:
     """The members' checkpoints as one: the first member's records, every member's config and weights
     (and the blended ridge's), the training ranges joined, and which members it holds."""
@@ -126,9 +181,10 @@ def ensemble_payload(
         for name, tensor in payload["model"].items()
     }
     model_config = {**payloads[0]["model_config"], "members": [p["model_config"] for p in payloads]}
-    if ridge is not None:
-        model_config["ridge"] = ridge[0]
-        state.update(ridge[1])
+    for name, part in (("ridge", ridge), ("auxiliary", auxiliary)):
+        if part is not None:
+            model_config[name] = part[0]
+            state.update(part[1])
     ranges = [payload["training_range"] for payload in payloads]
     joined = {kind: [min(r[kind][0] for r in ranges), max(r[kind][1] for r in ranges)] for kind in ranges[0]}
     return {

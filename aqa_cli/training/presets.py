@@ -87,6 +87,13 @@ PRESETS = {
         "checkpoint",
         run={"ensemble": 3, "ridge_blend": 0.5, "ridge_pool": "mean-max"},
     ),
+    "attn-ridge-aux-ensemble": Preset(
+        agg="attn",
+        description="attn-ridge-ensemble; for TES, the same ensemble trained on PCS averaged in, mapped onto TES "
+        "by the line through the training labels (--aux-target PCS --aux-weight 0.5; Fis-V's TES only)",
+        per_target={"aux_target": {"TES": "PCS", ANY_TARGET: ""}},
+        run={"ensemble": 3, "ridge_blend": 0.5, "ridge_pool": "mean-max"},
+    ),
     "attn-contrastive-ensemble": Preset(
         agg="attn",
         description="three attn heads (issue 12's cross-validated defaults) as contrastive regression against 10 "
