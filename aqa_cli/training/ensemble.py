@@ -173,7 +173,8 @@ def ensemble_payload(
     auxiliary: tuple[dict, dict[str, torch.Tensor]] | None = None,
 ) -> dict:
     """The members' checkpoints as one: the first member's records, every member's config and weights
-    (and the blended ridge's), the training ranges joined, and which members it holds."""
+    (and the blended ridge's and the auxiliary ensemble's), the training ranges joined, and which members
+    it holds."""
     first = {key: value for key, value in payloads[0].items() if key not in TRAINING_STATE}
     state = {
         f"members.{index}.{name}": tensor
