@@ -319,8 +319,8 @@ class EnsembleHead(nn.Module):
     """Several trained heads (an ensemble's members: seeds or folds) as one: the mean of their scores,
     qualities and clip weights, and the spread (std, ddof 0) of their scores. With a `ridge` member, the
     score and quality are (1 - ridge_weight) x the heads' mean + ridge_weight x the ridge's. With an
-    `auxiliary` ensemble (trained on another score column), its quality mapped onto this target's by the
-    buffer `auxiliary_line` (intercept, slope) then takes the share auxiliary_weight of that. The spread
+    `auxiliary` ensemble (trained on another score column), its quality mapped onto this target's by
+    `auxiliary_line` (intercept, slope) then takes the share auxiliary_weight of that. The spread
     stays the learned heads'."""
 
     def __init__(
@@ -330,14 +330,15 @@ class EnsembleHead(nn.Module):
         ridge_weight: float = 0.0,
         auxiliary: EnsembleHead | None = None,
         auxiliary_weight: float = 0.0,
+        auxiliary_line: Sequence[float] = (0.0, 1.0),
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.agg, self.use_difficulty = members[0].agg, members[0].use_difficulty
         self.ridge, self.ridge_weight = ridge, ridge_weight
         self.auxiliary, self.auxiliary_weight = auxiliary, auxiliary_weight
-        if auxiliary is not None:
-            self.register_buffer("auxiliary_line", torch.tensor([0.0, 1.0]))
+        if auxiliary is not None:  # from the record (ModelConfig.auxiliary["line"]), not the state dict
+            self.register_buffer("auxiliary_line", torch.tensor(list(auxiliary_line)), persistent=False)
 
     @property
     def is_long(self) -> bool:

@@ -128,6 +128,7 @@ def build_head(config: ModelConfig) -> AQAHead | EnsembleHead:
             config.ridge["weight"] if config.ridge else 0.0,
             auxiliary,
             config.auxiliary["weight"] if config.auxiliary else 0.0,
+            config.auxiliary["line"] if config.auxiliary else (0.0, 1.0),
         )
     width = config.feature_dim or feature_dim(config.depth)
     return AQAHead(

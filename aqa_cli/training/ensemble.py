@@ -110,9 +110,7 @@ def ridge_member(config: TrainConfig) -> tuple[dict, dict[str, torch.Tensor]]:
         rows = labelled_splits(store, config.target, plan)
         pooled = pooled_features(store, config.ridge_pool)
         scores = store.scores(config.target)
-        scale = (
-            difficulty_scale(store.column("difficulty")) if config.use_difficulty else np.ones(len(scores))
-        )
+        scale = quality_scale(store, config)
         span = score_span(scores, store.path, config.target)
     fit = fit_ridge(pooled, scores, scale, rows["train"], rows["val"], span)
     state = {
@@ -120,6 +118,14 @@ def ridge_member(config: TrainConfig) -> tuple[dict, dict[str, torch.Tensor]]:
         for name in ("mean", "std", "weights", "bias")
     }
     return {"weight": config.ridge_blend, "penalty": fit.penalty, "pooling": config.ridge_pool}, state
+
+
+def quality_scale(store: FeatureStore, config: TrainConfig) -> np.ndarray:
+    """What each sample's score is divided by to give the quality the heads learn: its difficulty (where it
+    has one) with --use-difficulty, else 1."""
+    if config.use_difficulty:
+        return difficulty_scale(store.column("difficulty"))
+    return np.ones(len(store))
 
 
 def check_aux_target(config: TrainConfig) -> None:
@@ -143,7 +149,7 @@ def auxiliary_member(
         rows = labelled_splits(
             store, config.target, SplitPlan.of(dataclasses.replace(config, folds=0, fold=0))
         )
-        scale = difficulty_scale(store.column("difficulty")) if config.use_difficulty else 1.0
+        scale = quality_scale(store, config)
         target, other = (store.scores(name) / scale for name in (config.target, config.aux_target))
     train = [row for row in rows["train"] if np.isfinite(other[row])]
     slope, intercept = np.polyfit(other[train], target[train], 1)
@@ -159,9 +165,7 @@ def auxiliary_member(
         "line": [float(intercept), float(slope)],
         "model_config": payload["model_config"],
     }
-    state = {f"auxiliary.{name}": tensor for name, tensor in payload["model"].items()}
-    state["auxiliary_line"] = torch.tensor([intercept, slope], dtype=torch.float32)
-    return record, state
+    return record, {f"auxiliary.{name}": tensor for name, tensor in payload["model"].items()}
 
 
 def ensemble_payload(
